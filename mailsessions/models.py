@@ -1,0 +1,461 @@
+"""Mail sessions and what happens to them.
+
+Passwords are stored only as Fernet tokens (``*_password_encrypted``) and are
+decrypted only where a backend is about to use them (``incoming_config()`` /
+``outgoing_config()``).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.db import models
+from django.urls import reverse
+
+from mailsessions import crypto
+from mailsessions.backends.base import Security, ServerConfig
+from mailsessions.validators import port_validators, validate_host
+
+
+class Mode(models.TextChoices):
+    READ_SEND = "read_send", "Read and send mails"
+    READ = "read", "Read mails from inbox"
+    SEND = "send", "Send mails via SMTP"
+
+
+class IncomingProtocol(models.TextChoices):
+    IMAP = "imap", "IMAP"
+    EWS = "ews", "Exchange (EWS)"
+    POP3 = "pop3", "POP3"
+
+
+class Encryption(models.TextChoices):
+    SSL = "ssl", "SSL/TLS"
+    STARTTLS = "starttls", "STARTTLS"
+    NONE = "none", "None (unencrypted)"
+
+
+class EWSAuthType(models.TextChoices):
+    NTLM = "NTLM", "NTLM"
+    BASIC = "basic", "Basic"
+    DIGEST = "digest", "Digest"
+
+
+# (protocol, encryption) -> port the wizard proposes and the model fills in
+# when the field is left blank.
+DEFAULT_PORTS: dict[tuple[str, str], int] = {
+    ("imap", "ssl"): 993,
+    ("imap", "starttls"): 143,
+    ("imap", "none"): 143,
+    ("pop3", "ssl"): 995,
+    ("pop3", "starttls"): 110,
+    ("pop3", "none"): 110,
+    ("ews", "ssl"): 443,
+    ("ews", "starttls"): 443,
+    ("ews", "none"): 80,
+    ("smtp", "ssl"): 465,
+    ("smtp", "starttls"): 587,
+    ("smtp", "none"): 587,
+}
+
+
+def default_port(protocol: str, encryption: str) -> int:
+    return DEFAULT_PORTS.get((protocol, encryption), 143)
+
+
+class TestOutcome(models.TextChoices):
+    PASSED = "passed", "Passed"
+    FAILED = "failed", "Failed"
+
+
+class MailSessionQuerySet(models.QuerySet):
+    def owned_by(self, user) -> MailSessionQuerySet:
+        return self.filter(owner=user)
+
+
+class MailSession(models.Model):
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="mail_sessions"
+    )
+    name = models.CharField(max_length=100)
+    mode = models.CharField(
+        "Operation mode", max_length=20, choices=Mode.choices, default=Mode.READ_SEND
+    )
+
+    # Incoming mail
+    in_protocol = models.CharField(
+        "Protocol", max_length=10, choices=IncomingProtocol.choices, blank=True
+    )
+    in_encryption = models.CharField(
+        "Encryption", max_length=10, choices=Encryption.choices, blank=True
+    )
+    in_allow_plaintext = models.BooleanField(
+        "Allow unencrypted connection",
+        default=False,
+        help_text="Sends the password in clear text. Only for test servers on a trusted network.",
+    )
+    in_host = models.CharField("Server address", max_length=253, blank=True)
+    in_port = models.PositiveIntegerField(
+        "Server Port", null=True, blank=True, validators=port_validators
+    )
+    in_username = models.CharField("User account", max_length=254, blank=True)
+    in_password_encrypted = models.TextField(blank=True, editable=False)
+    in_verify_certificate = models.BooleanField("Verify the server certificate", default=True)
+    ews_endpoint = models.URLField(
+        "EWS service endpoint",
+        blank=True,
+        help_text="e.g. https://mail.example.org/EWS/Exchange.asmx. Leave empty to use autodiscover.",
+    )
+    ews_auth_type = models.CharField(
+        "Exchange authentication", max_length=10, choices=EWSAuthType.choices, blank=True
+    )
+    ews_email = models.EmailField(
+        "Mailbox address",
+        blank=True,
+        help_text="The primary e-mail address of the Exchange mailbox.",
+    )
+
+    # Outgoing mail
+    out_host = models.CharField("SMTP server address", max_length=253, blank=True)
+    out_port = models.PositiveIntegerField(
+        "SMTP Server Port", null=True, blank=True, validators=port_validators
+    )
+    out_encryption = models.CharField(
+        "Encryption", max_length=10, choices=Encryption.choices, blank=True
+    )
+    out_allow_plaintext = models.BooleanField(
+        "Allow unencrypted connection",
+        default=False,
+        help_text="Sends mail and any password in clear text. Only for trusted networks.",
+    )
+    out_verify_certificate = models.BooleanField("Verify the server certificate", default=True)
+    out_use_different_credentials = models.BooleanField("Use Different Credentials", default=False)
+    out_no_auth = models.BooleanField("Use no authentication", default=False)
+    out_username = models.CharField("User name", max_length=254, blank=True)
+    out_password_encrypted = models.TextField(blank=True, editable=False)
+    out_sender = models.EmailField(
+        "Sender address",
+        blank=True,
+        help_text="The From address of mails sent with this session. Defaults to the user account.",
+    )
+    test_mail_to = models.EmailField("Send test mail to", blank=True)
+
+    # The latest connection test (see services.connection_test_record)
+    last_test_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_test_outcome = models.CharField(
+        max_length=10, choices=TestOutcome.choices, blank=True, editable=False
+    )
+    last_test_summary = models.CharField(max_length=500, blank=True, editable=False)
+    last_test_stages = models.JSONField(default=list, blank=True, editable=False)
+
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField("Last change", auto_now=True)
+
+    objects = MailSessionQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "name"], name="unique_session_name_per_owner")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def __repr__(self) -> str:
+        return f"<MailSession {self.pk} {self.name!r} {self.mode}>"
+
+    def get_absolute_url(self) -> str:
+        return reverse("mailsessions:session-detail", args=[self.pk])
+
+    # --- what the mode allows ---------------------------------------------
+
+    @property
+    def reads(self) -> bool:
+        return self.mode in (Mode.READ_SEND, Mode.READ)
+
+    @property
+    def sends(self) -> bool:
+        return self.mode in (Mode.READ_SEND, Mode.SEND)
+
+    @property
+    def out_has_own_credentials(self) -> bool:
+        """SMTP uses its own user name: always for send-only sessions."""
+        return self.mode == Mode.SEND or self.out_use_different_credentials
+
+    @property
+    def verification_off(self) -> bool:
+        return (self.reads and not self.in_verify_certificate) or (
+            self.sends and not self.out_verify_certificate
+        )
+
+    @property
+    def has_in_password(self) -> bool:
+        return bool(self.in_password_encrypted)
+
+    @property
+    def has_out_password(self) -> bool:
+        return bool(self.out_password_encrypted)
+
+    # --- credentials ------------------------------------------------------
+
+    def set_in_password(self, plaintext: str) -> None:
+        self.in_password_encrypted = crypto.encrypt(plaintext)
+
+    def set_out_password(self, plaintext: str) -> None:
+        self.out_password_encrypted = crypto.encrypt(plaintext)
+
+    # --- validation -------------------------------------------------------
+
+    INCOMING_FIELDS = (
+        "in_protocol",
+        "in_encryption",
+        "in_host",
+        "in_port",
+        "in_username",
+        "ews_endpoint",
+        "ews_auth_type",
+        "ews_email",
+    )
+    OUTGOING_FIELDS = (
+        "out_host",
+        "out_port",
+        "out_encryption",
+        "out_username",
+        "out_sender",
+        "test_mail_to",
+    )
+
+    def clean(self) -> None:
+        errors = {**self.incoming_errors()}
+        for field, messages in self.outgoing_errors().items():
+            errors.setdefault(field, []).extend(messages)
+        if errors:
+            raise ValidationError(errors)
+
+    def incoming_errors(self) -> dict[str, list[str]]:
+        """The rules for the incoming settings, as field -> messages.
+
+        Kept apart from ``outgoing_errors`` so that each wizard step can apply
+        exactly the model's rules for the fields it shows.
+        """
+        errors: dict[str, list[str]] = {}
+
+        def add(field: str, message: str) -> None:
+            errors.setdefault(field, []).append(message)
+
+        if not self.reads:
+            for field in self.INCOMING_FIELDS:
+                if getattr(self, field) not in ("", None):
+                    add(field, "A send-only session has no incoming mail settings.")
+            if self.in_password_encrypted:
+                add("in_protocol", "A send-only session has no incoming mail settings.")
+            return errors
+        if not self.in_protocol:
+            add("in_protocol", "Choose the protocol of the incoming mail server.")
+        if not self.in_encryption:
+            add("in_encryption", "Choose how the connection is encrypted.")
+        elif self.in_encryption == Encryption.NONE and not self.in_allow_plaintext:
+            add(
+                "in_encryption",
+                "An unencrypted connection sends your password in clear text: "
+                "tick “Allow unencrypted connection” to confirm.",
+            )
+        uses_endpoint = self.in_protocol == IncomingProtocol.EWS and self.ews_endpoint
+        if not self.in_host and not uses_endpoint:
+            add("in_host", "Enter the server address.")
+        if not self.in_username:
+            add("in_username", "Enter the user account.")
+        if self.in_protocol == IncomingProtocol.EWS:
+            if not self.ews_auth_type:
+                add("ews_auth_type", "Choose how to authenticate with Exchange.")
+            if not self.ews_email and "@" not in self.in_username:
+                add(
+                    "ews_email",
+                    "Enter the mailbox address (needed when the user account is not an e-mail address).",
+                )
+        self._check_host("in_host", add)
+        self._check_email("ews_email", add)
+        return errors
+
+    def outgoing_errors(self) -> dict[str, list[str]]:
+        """The rules for the outgoing (SMTP) settings, as field -> messages."""
+        errors: dict[str, list[str]] = {}
+
+        def add(field: str, message: str) -> None:
+            errors.setdefault(field, []).append(message)
+
+        if not self.sends:
+            for field in self.OUTGOING_FIELDS:
+                if getattr(self, field) not in ("", None):
+                    add(field, "A read-only session has no outgoing mail settings.")
+            if (
+                self.out_password_encrypted
+                or self.out_use_different_credentials
+                or self.out_no_auth
+            ):
+                add("out_host", "A read-only session has no outgoing mail settings.")
+            return errors
+        if not self.out_host:
+            add("out_host", "Enter the SMTP server address.")
+        if not self.out_encryption:
+            add("out_encryption", "Choose how the connection is encrypted.")
+        elif self.out_encryption == Encryption.NONE and not self.out_allow_plaintext:
+            add(
+                "out_encryption",
+                "An unencrypted connection sends mail and passwords in clear text: "
+                "tick “Allow unencrypted connection” to confirm.",
+            )
+        if self.out_no_auth and self.out_use_different_credentials:
+            add(
+                "out_no_auth",
+                "Choose either “Use Different Credentials” or “Use no authentication”, not both.",
+            )
+        elif self.out_no_auth and not self.out_username:
+            add(
+                "out_username",
+                "Enter the user name: with no authentication it is still sent to the server.",
+            )
+        elif self.out_has_own_credentials and not self.out_username:
+            add("out_username", "Enter the user name for the SMTP server.")
+        self._check_host("out_host", add)
+        self._check_email("out_sender", add)
+        self._check_email("test_mail_to", add)
+        if "out_sender" not in errors and not self.sender_address():
+            add("out_sender", "Enter the sender address: the user name is not an e-mail address.")
+        return errors
+
+    def _check_host(self, field: str, add) -> None:
+        value = getattr(self, field)
+        if value:
+            try:
+                validate_host(value)
+            except ValidationError as exc:
+                for message in exc.messages:
+                    add(field, message)
+
+    def _check_email(self, field: str, add) -> None:
+        value = getattr(self, field)
+        if value:
+            try:
+                validate_email(value)
+            except ValidationError:
+                add(field, "Enter a valid e-mail address.")
+
+    def save(self, *args, **kwargs) -> None:
+        if self.reads and self.in_port is None and self.in_protocol and self.in_encryption:
+            self.in_port = default_port(self.in_protocol, self.in_encryption)
+        if self.sends and self.out_port is None and self.out_encryption:
+            self.out_port = default_port("smtp", self.out_encryption)
+        super().save(*args, **kwargs)
+
+    # --- use --------------------------------------------------------------
+
+    def sender_address(self) -> str:
+        if self.out_sender:
+            return self.out_sender
+        own = self.out_username if self.out_has_own_credentials or self.out_no_auth else ""
+        for candidate in (own, self.in_username, self.ews_email):
+            if candidate and "@" in candidate:
+                return candidate
+        return ""
+
+    def incoming_config(self) -> ServerConfig:
+        """The incoming server with the password decrypted, for a backend to use now."""
+        return ServerConfig(
+            host=self.in_host,
+            port=self.in_port or default_port(self.in_protocol, self.in_encryption),
+            security=Security(self.in_encryption),
+            username=self.in_username,
+            password=crypto.decrypt(self.in_password_encrypted),
+            verify_certificate=self.in_verify_certificate,
+            timeout=settings.MAILSESSIONS_NETWORK_TIMEOUT,
+            ews_endpoint=self.ews_endpoint,
+            ews_auth_type=self.ews_auth_type or EWSAuthType.NTLM,
+            email_address=self.ews_email or (self.in_username if "@" in self.in_username else ""),
+        )
+
+    def outgoing_config(self) -> ServerConfig:
+        """The SMTP server with the right credentials decrypted, for use now."""
+        if self.out_no_auth:
+            username, password = "", ""
+        elif self.out_has_own_credentials:
+            username, password = self.out_username, crypto.decrypt(self.out_password_encrypted)
+        else:
+            username, password = self.in_username, crypto.decrypt(self.in_password_encrypted)
+        return ServerConfig(
+            host=self.out_host,
+            port=self.out_port or default_port("smtp", self.out_encryption),
+            security=Security(self.out_encryption),
+            username=username,
+            password=password,
+            verify_certificate=self.out_verify_certificate,
+            timeout=settings.MAILSESSIONS_NETWORK_TIMEOUT,
+        )
+
+    @property
+    def incoming_protocol_label(self) -> str:
+        return self.get_in_protocol_display() if self.reads else "—"
+
+    @property
+    def server_summary(self) -> str:
+        parts = []
+        if self.reads:
+            parts.append(f"{self.in_host or self.ews_endpoint}:{self.in_port or ''}".rstrip(":"))
+        if self.sends:
+            parts.append(f"{self.out_host}:{self.out_port or ''}".rstrip(":"))
+        return " · ".join(parts)
+
+
+class TestKind(models.TextChoices):
+    INCOMING = "incoming", "Incoming mail"
+    OUTGOING = "outgoing", "Outgoing mail"
+    TEST_MAIL = "test_mail", "Test mail"
+
+
+class TestStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    PASSED = "passed", "Passed"
+    FAILED = "failed", "Failed"
+
+
+class ConnectionTest(models.Model):
+    """One run of the staged connection test or of the test mail.
+
+    The worker needs the credentials of a possibly unsaved wizard step. They
+    travel as ``config_encrypted`` (a Fernet token of the server settings),
+    never through the broker: the task gets only this row's id, and the token
+    is wiped as soon as the test has run.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    session = models.ForeignKey(
+        MailSession, null=True, blank=True, on_delete=models.CASCADE, related_name="tests"
+    )
+    kind = models.CharField(max_length=20, choices=TestKind.choices)
+    status = models.CharField(max_length=10, choices=TestStatus.choices, default=TestStatus.QUEUED)
+    config_encrypted = models.TextField(blank=True, editable=False)
+    target = models.CharField(max_length=300, blank=True)
+    stages = models.JSONField(default=list, blank=True)
+    summary = models.CharField(max_length=500, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+    started = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} test of {self.target}"
+
+    def __repr__(self) -> str:
+        return f"<ConnectionTest {self.pk} {self.kind} {self.status}>"
+
+    @property
+    def done(self) -> bool:
+        return self.status in (TestStatus.PASSED, TestStatus.FAILED)
