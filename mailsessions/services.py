@@ -6,11 +6,25 @@ are what views, forms, admin, tasks and commands call.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
+import json
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
-from mailsessions.models import MailSession, Mode
+from mailsessions import crypto
+from mailsessions.backends.base import Security, ServerConfig
+from mailsessions.models import (
+    ConnectionTest,
+    MailSession,
+    Mode,
+    TestKind,
+    TestOutcome,
+    TestStatus,
+)
 
 _INCOMING_DEFAULTS: dict[str, Any] = {
     "in_protocol": "",
@@ -95,3 +109,161 @@ def mail_session_save(
 
 def mail_session_delete(*, session: MailSession) -> None:
     session.delete()
+
+
+# --- connection tests -----------------------------------------------------
+
+
+class RateLimited(Exception):
+    pass
+
+
+def _test_message(*, sender: str, to: str, session_name: str) -> bytes:
+    from email.message import EmailMessage
+    from email.utils import formatdate, make_msgid
+
+    message = EmailMessage()
+    message["Subject"] = f"Mail Sessions test mail ({session_name or 'unsaved session'})"
+    message["From"] = sender
+    message["To"] = to
+    message["Date"] = formatdate(localtime=True)
+    message["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2] or None)
+    message["X-Mail-Sessions-Test"] = "yes"
+    message.set_content(
+        "This is a test message sent by Mail Sessions to check the outgoing mail "
+        f"settings of the session “{session_name or 'unsaved session'}”.\n\n"
+        "If you can read it, sending works. No action is needed.\n"
+    )
+    return message.as_bytes()
+
+
+def connection_test_start(
+    *,
+    owner,
+    kind: str,
+    protocol: str,
+    config: ServerConfig,
+    session: MailSession | None = None,
+    sender: str = "",
+    send_to: str = "",
+    session_name: str = "",
+) -> ConnectionTest:
+    """Record a test and hand it to a worker.
+
+    The server settings, password included, are stored encrypted on the row;
+    the task receives only the row's id, so no credential enters the broker.
+    Raises RateLimited when the user started too many tests this minute.
+    """
+    limit = settings.MAILSESSIONS_TEST_RATE_PER_MINUTE
+    recent = ConnectionTest.objects.filter(
+        owner=owner, created__gte=timezone.now() - dt.timedelta(minutes=1)
+    ).count()
+    if recent >= limit:
+        raise RateLimited(
+            f"You started {recent} tests in the last minute (the limit is {limit}); "
+            "wait a moment and try again."
+        )
+    payload = {
+        "protocol": protocol,
+        "config": {**dataclasses.asdict(config), "security": str(config.security)},
+        "sender": sender,
+        "send_to": send_to,
+        "session_name": session_name,
+    }
+    test = ConnectionTest.objects.create(
+        owner=owner,
+        session=session,
+        kind=kind,
+        target=f"{protocol.upper()} {config.host or config.ews_endpoint}:{config.port}",
+        config_encrypted=crypto.encrypt(json.dumps(payload)),
+    )
+    from mailsessions import tasks
+
+    test_id = str(test.pk)
+    transaction.on_commit(lambda: tasks.run_connection_test.delay(test_id))
+    return test
+
+
+def connection_test_run(*, test_id) -> ConnectionTest:
+    """Run a recorded test, saving each stage as it completes.
+
+    The encrypted settings are wiped when the test ends, whatever happens.
+    """
+    test = ConnectionTest.objects.get(pk=test_id)
+    if test.done:
+        return test
+    if not test.config_encrypted:
+        ConnectionTest.objects.filter(pk=test.pk).update(
+            status=TestStatus.FAILED,
+            summary="The test's settings expired before a worker ran it.",
+            finished=timezone.now(),
+        )
+        test.refresh_from_db()
+        return test
+    started = timezone.now()
+    ConnectionTest.objects.filter(pk=test.pk).update(status=TestStatus.RUNNING, started=started)
+    try:
+        payload = json.loads(crypto.decrypt(test.config_encrypted, ttl=CONNECTION_TEST_TTL))
+    except crypto.DecryptionError as exc:
+        payload = None
+        error = str(exc)
+
+    def progress(diagnosis) -> None:
+        ConnectionTest.objects.filter(pk=test.pk).update(
+            stages=[s.as_dict() for s in diagnosis.stages]
+        )
+
+    try:
+        if payload is None:
+            stages, passed, summary = [], False, error
+        else:
+            diagnosis = _diagnose(test, payload, progress)
+            stages = [s.as_dict() for s in diagnosis.stages]
+            passed, summary = diagnosis.passed, diagnosis.summary
+    except BaseException:
+        # A time limit or a crash: never leave the test "running" or the
+        # encrypted settings behind.
+        ConnectionTest.objects.filter(pk=test.pk).update(
+            status=TestStatus.FAILED,
+            summary="The test did not finish (time limit or worker failure).",
+            finished=timezone.now(),
+            config_encrypted="",
+        )
+        raise
+    finished = timezone.now()
+    status = TestStatus.PASSED if passed else TestStatus.FAILED
+    ConnectionTest.objects.filter(pk=test.pk).update(
+        status=status, stages=stages, summary=summary[:500], finished=finished, config_encrypted=""
+    )
+    if test.session_id:
+        MailSession.objects.filter(pk=test.session_id).update(
+            last_test_at=finished,
+            last_test_outcome=TestOutcome.PASSED if passed else TestOutcome.FAILED,
+            last_test_summary=f"{test.get_kind_display()}: {summary}"[:500],
+            last_test_stages=stages,
+        )
+    test.refresh_from_db()
+    return test
+
+
+def _diagnose(test: ConnectionTest, payload: dict, progress):
+    from mailsessions import diagnostics
+
+    config = ServerConfig(
+        **{**payload["config"], "security": Security(payload["config"]["security"])}
+    )
+    if test.kind == TestKind.INCOMING:
+        return diagnostics.diagnose_incoming(payload["protocol"], config, on_stage=progress)
+    send_to = payload["send_to"] if test.kind == TestKind.TEST_MAIL else ""
+    message = (
+        _test_message(sender=payload["sender"], to=send_to, session_name=payload["session_name"])
+        if send_to
+        else b""
+    )
+    return diagnostics.diagnose_outgoing(
+        config, send_to=send_to, sender=payload["sender"], message=message, on_stage=progress
+    )
+
+
+# An unsaved wizard's settings are usable by a worker for this long.
+CONNECTION_TEST_TTL = 15 * 60

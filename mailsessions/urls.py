@@ -14,6 +14,8 @@ app_patterns = [
     path("<int:pk>/", views.session_detail, name="session-detail"),
     path("<int:pk>/edit/", MailSessionWizard.as_view(), name="session-edit"),
     path("<int:pk>/delete/", views.session_delete, name="session-delete"),
+    path("<int:pk>/test/<str:kind>/", views.session_test, name="session-test"),
+    path("tests/<uuid:test_id>/", views.test_status, name="test-status"),
 ]
 
 urlpatterns = [

@@ -12,13 +12,14 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth.mixins import LoginRequiredMixin
 from django.db import transaction
+from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, redirect
 from formtools.wizard.storage.session import SessionStorage
 from formtools.wizard.views import SessionWizardView
 
 from mailsessions import crypto, services
 from mailsessions.forms import IncomingForm, ModeForm, OutgoingForm, ReviewForm
-from mailsessions.models import MailSession, Mode
+from mailsessions.models import MailSession, Mode, TestKind
 
 
 class Step:
@@ -111,6 +112,36 @@ class MailSessionWizard(LoginRequiredMixin, SessionWizardView):
             )
         return super().dispatch(request, *args, **kwargs)
 
+    def post(self, *args, **kwargs):
+        kind = self.request.POST.get("wizard_test")
+        if kind:
+            return self._start_test(kind)
+        return super().post(*args, **kwargs)
+
+    def _start_test(self, kind: str):
+        """Test the current step's unsaved data (the Test buttons post here)."""
+        from mailsessions.views import start_test_response
+
+        step = Step.INCOMING if kind == TestKind.INCOMING else Step.OUTGOING
+        if kind not in TestKind.values or step not in self.get_form_list():
+            return JsonResponse({"error": "This test does not apply to this session."}, status=400)
+        form = self.get_form(step, data=self.request.POST)
+        if not form.is_valid():
+            errors = {name: [str(e) for e in errs] for name, errs in form.errors.items()}
+            return JsonResponse({"errors": errors}, status=400)
+        instance = form.instance
+        instance.name = self.object.name if self.object else ""
+        if step == Step.INCOMING:
+            if form.cleaned_data.get("in_password"):
+                instance.set_in_password(form.cleaned_data["in_password"])
+        else:
+            if form.cleaned_data.get("out_password"):
+                instance.set_out_password(form.cleaned_data["out_password"])
+            earlier = self.get_cleaned_data_for_step(Step.INCOMING) or {}
+            if earlier.get("in_password"):
+                instance.set_in_password(earlier["in_password"])
+        return start_test_response(self.request, kind=kind, instance=instance, session=self.object)
+
     def get_prefix(self, request, *args, **kwargs):
         # One wizard state per session being edited, so two tabs do not mix.
         suffix = f"_{self.object.pk}" if self.object else "_new"
@@ -169,6 +200,13 @@ class MailSessionWizard(LoginRequiredMixin, SessionWizardView):
         )
         if self.steps.current == Step.REVIEW:
             context["summary"] = self._summary()
+        if self.steps.current == Step.INCOMING:
+            context["test_buttons"] = [("Test connection", self.request.path, TestKind.INCOMING)]
+        if self.steps.current == Step.OUTGOING:
+            context["test_buttons"] = [
+                ("Test connection", self.request.path, TestKind.OUTGOING),
+                ("Send test mail", self.request.path, TestKind.TEST_MAIL),
+            ]
         return context
 
     def _summary(self) -> list[tuple[str, list[tuple[str, str]]]]:

@@ -9,7 +9,10 @@ from __future__ import annotations
 import pytest
 
 pytest_plugins = [
+    "tests.servers.dovecot",
     "tests.servers.smtp",
+    "tests.servers.ews",
+    "tests.servers.worker",
 ]
 
 PASSWORDS = {"alice": "alice-login-pw-1", "bob": "bob-login-pw-1", "carol": "carol-login-pw-1"}

@@ -22,7 +22,11 @@ def _urls(session):
 
 def test_anonymous_is_sent_to_sign_in(client, alice):
     session = make_session(alice)
-    for url in [reverse("mailsessions:session-list"), reverse("mailsessions:session-create"), *_urls(session).values()]:
+    for url in [
+        reverse("mailsessions:session-list"),
+        reverse("mailsessions:session-create"),
+        *_urls(session).values(),
+    ]:
         response = client.get(url)
         assert response.status_code == 302 and response.url.startswith(reverse("login")), url
 

@@ -283,6 +283,24 @@ class SMTPBackend(OutgoingBackend):
             if self._smtp is not None:
                 self._smtp.command_encoding = "ascii"
 
+    def check_sender(self, sender: str) -> str:
+        """Ask whether the server would take mail from ``sender`` (MAIL, then RSET).
+
+        Sends no message. This is how the connection test finds a server that
+        requires authentication when none is configured, before any mail.
+        """
+        smtp = self._require()
+        try:
+            code, reply = smtp.mail(sender)
+            if code != 250:
+                raise self._refused_transaction(code, reply, f"the sender {sender}")
+            self._reset()
+            return self._reply_text(code, reply)
+        except BackendError:
+            raise
+        except Exception as exc:
+            raise self._translate(exc, "while checking the sender") from None
+
     def _refused_transaction(self, code: int, reply: bytes, what: str) -> BackendError:
         self._reset()
         return self._reply_error(code, reply, what)

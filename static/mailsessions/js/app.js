@@ -106,15 +106,11 @@
 
   function testButtons(panel) {
     var target = panel.querySelector("[data-test-result]");
-    panel.querySelectorAll("[data-test-unavailable]").forEach(function (b) {
-      b.addEventListener("click", function () {
-        target.textContent = "Not available yet: connection tests arrive with the protocol backends.";
-      });
-    });
     panel.querySelectorAll("[data-test-action]").forEach(function (b) {
       b.addEventListener("click", function () {
         var form = b.closest("form");
         var body = form ? new FormData(form) : new FormData();
+        body.set("wizard_test", b.dataset.testKind);
         b.disabled = true;
         target.textContent = "Queued…";
         fetch(b.dataset.testAction, {
