@@ -221,8 +221,11 @@ class MailSessionWizard(LoginRequiredMixin, SessionWizardView):
             if not form.is_valid():
                 continue
             rows = []
+            is_ews = form.cleaned_data.get("in_protocol") == "ews"
             for name, field in form.fields.items():
                 if name.endswith("password") or field.widget.is_hidden:
+                    continue
+                if name.startswith("ews_") and not is_ews:
                     continue
                 value = form.cleaned_data.get(name)
                 if value in ("", None) and not isinstance(value, bool):

@@ -13,6 +13,7 @@ pytest_plugins = [
     "tests.servers.smtp",
     "tests.servers.ews",
     "tests.servers.worker",
+    "tests.browser",
 ]
 
 PASSWORDS = {"alice": "alice-login-pw-1", "bob": "bob-login-pw-1", "carol": "carol-login-pw-1"}
