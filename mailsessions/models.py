@@ -459,3 +459,229 @@ class ConnectionTest(models.Model):
     @property
     def done(self) -> bool:
         return self.status in (TestStatus.PASSED, TestStatus.FAILED)
+
+
+# --- operations and runs -------------------------------------------------------
+# What a user asks a session to do (Operation), each execution of it (Run) and
+# the mail Read Mail stored (StoredMessage, StoredAttachment). The service that
+# runs a Read is mailsessions.reading.operation_read.
+
+MB = 1024 * 1024
+
+
+class OperationKind(models.TextChoices):
+    READ = "read", "Read Mail"
+    SEND = "send", "Send Mail"
+    SET = "set", "Set Mail"
+
+
+class AfterRead(models.TextChoices):
+    LEAVE = "leave", "Leave on the server"
+    MARK_READ = "mark_read", "Mark as read"
+    MOVE = "move", "Move to a folder"
+    DELETE = "delete", "Delete from the server"
+
+
+# What each incoming protocol can do after reading; POP3 has no flags or folders.
+AFTER_READ_BY_PROTOCOL: dict[str, frozenset[str]] = {
+    IncomingProtocol.POP3: frozenset({AfterRead.LEAVE, AfterRead.DELETE}),
+}
+
+
+class Operation(models.Model):
+    """A named, reusable mail operation of a session (Read, Send or Set Mail).
+
+    The Read parameters are real columns so that they are validated, typed
+    and queryable; ``clean()`` checks them against the session's mode and
+    protocol.
+    """
+
+    session = models.ForeignKey(MailSession, on_delete=models.CASCADE, related_name="operations")
+    name = models.CharField(max_length=100)
+    kind = models.CharField(max_length=10, choices=OperationKind.choices)
+
+    # Read Mail: which messages
+    folder = models.CharField(max_length=255, default="INBOX")
+    unseen_only = models.BooleanField("Only unread messages", default=False)
+    from_contains = models.CharField("From contains", max_length=254, blank=True)
+    to_contains = models.CharField("To contains", max_length=254, blank=True)
+    subject_contains = models.CharField("Subject contains", max_length=255, blank=True)
+    since = models.DateField("Received on or after", null=True, blank=True)
+    before = models.DateField("Received before", null=True, blank=True)
+    larger_than = models.PositiveIntegerField("Larger than (bytes)", null=True, blank=True)
+    max_count = models.PositiveIntegerField("At most this many messages", null=True, blank=True)
+    newest_first = models.BooleanField("Newest first", default=False)
+    # Read Mail: what then
+    after_read = models.CharField(
+        "After reading", max_length=10, choices=AfterRead.choices, default=AfterRead.LEAVE
+    )
+    move_to = models.CharField("Move to folder", max_length=255, blank=True)
+    save_attachments = models.BooleanField(default=True)
+    attachment_size_cap = models.PositiveIntegerField(
+        "Largest attachment to store (bytes)", default=25 * MB
+    )
+
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField("Last change", auto_now=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def __repr__(self) -> str:
+        return f"<Operation {self.pk} {self.name!r} {self.kind}>"
+
+    def clean(self) -> None:
+        errors: dict[str, list[str]] = {}
+
+        def add(field: str, message: str) -> None:
+            errors.setdefault(field, []).append(message)
+
+        session = self.session if self.session_id else None
+        if session is not None and self.kind in (OperationKind.READ, OperationKind.SET):
+            if not session.reads:
+                add(
+                    "kind",
+                    f"“{session.name}” is a send-only session ({session.get_mode_display()}): "
+                    "it cannot read mail.",
+                )
+        if session is not None and self.kind == OperationKind.SEND and not session.sends:
+            add(
+                "kind",
+                f"“{session.name}” is a read-only session ({session.get_mode_display()}): "
+                "it cannot send mail.",
+            )
+        if self.kind == OperationKind.READ:
+            protocol = session.in_protocol if session is not None else ""
+            allowed = AFTER_READ_BY_PROTOCOL.get(protocol)
+            if allowed is not None and self.after_read not in allowed:
+                add(
+                    "after_read",
+                    f"{session.get_in_protocol_display()} can only leave or delete messages "
+                    f"after reading; “{AfterRead(self.after_read).label}” needs IMAP or Exchange.",
+                )
+            elif self.after_read == AfterRead.MOVE and not self.move_to.strip():
+                add("move_to", "Enter the folder to move read messages to.")
+            if protocol == IncomingProtocol.POP3 and self.folder.strip().upper() != "INBOX":
+                add("folder", "POP3 has only the INBOX.")
+            if self.since and self.before and self.since >= self.before:
+                add("before", "“Received before” must be later than “Received on or after”.")
+        if errors:
+            raise ValidationError(errors)
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    PARTLY_FAILED = "partly_failed", "Partly failed"
+    FAILED = "failed", "Failed"
+
+
+class RunTrigger(models.TextChoices):
+    MANUAL = "manual", "Manual"
+    SCHEDULE = "schedule", "Schedule"
+    COMMAND = "command", "Command"
+
+
+class Run(models.Model):
+    """One execution of an operation and its outcome (written by the services)."""
+
+    operation = models.ForeignKey(Operation, on_delete=models.CASCADE, related_name="runs")
+    status = models.CharField(max_length=15, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    trigger = models.CharField(max_length=10, choices=RunTrigger.choices, default=RunTrigger.MANUAL)
+    queued = models.DateTimeField(auto_now_add=True)
+    started = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    found = models.PositiveIntegerField(default=0)
+    read = models.PositiveIntegerField(default=0)
+    stored = models.PositiveIntegerField(default=0)
+    duplicates = models.PositiveIntegerField(default=0)
+    sent = models.PositiveIntegerField(default=0)
+    changed = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-queued", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.operation} ({self.get_status_display()})"
+
+    def __repr__(self) -> str:
+        return f"<Run {self.pk} op={self.operation_id} {self.status}>"
+
+    @property
+    def done(self) -> bool:
+        return self.status in (RunStatus.SUCCEEDED, RunStatus.PARTLY_FAILED, RunStatus.FAILED)
+
+
+def _raw_upload_to(instance: StoredMessage, filename: str) -> str:
+    return f"messages/{instance.session_id}/{filename}"
+
+
+def _attachment_upload_to(instance: StoredAttachment, filename: str) -> str:
+    return f"attachments/{instance.message_id}/{filename}"
+
+
+class StoredMessage(models.Model):
+    """A message Read Mail stored, identified by where it came from.
+
+    ``uidvalidity`` is 0 for POP3 and EWS (not NULL) so the unique constraint
+    also catches their duplicates: NULLs never collide in a unique index.
+    """
+
+    session = models.ForeignKey(MailSession, on_delete=models.CASCADE, related_name="messages")
+    run = models.ForeignKey(
+        Run, null=True, blank=True, on_delete=models.SET_NULL, related_name="messages"
+    )
+    folder = models.CharField(max_length=255)
+    server_id = models.CharField(max_length=512)
+    uidvalidity = models.BigIntegerField(default=0)
+    message_id = models.CharField(max_length=998, blank=True)
+    from_addr = models.TextField("From", blank=True)
+    to = models.TextField(blank=True)
+    cc = models.TextField(blank=True)
+    date = models.DateTimeField(null=True, blank=True)
+    subject = models.TextField(blank=True)
+    flags = models.CharField(max_length=100, blank=True)
+    size = models.PositiveIntegerField(default=0)
+    text_body = models.TextField(blank=True)
+    html_body = models.TextField(blank=True)
+    raw = models.FileField(upload_to=_raw_upload_to, max_length=255, blank=True)
+    defects = models.TextField(blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-date", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["session", "folder", "uidvalidity", "server_id"],
+                name="unique_stored_message_per_source",
+            )
+        ]
+        indexes = [models.Index(fields=["session", "folder"], name="stored_msg_session_folder")]
+
+    def __str__(self) -> str:
+        return self.subject or "(no subject)"
+
+    def __repr__(self) -> str:
+        return f"<StoredMessage {self.pk} {self.folder}/{self.server_id}>"
+
+
+class StoredAttachment(models.Model):
+    message = models.ForeignKey(StoredMessage, on_delete=models.CASCADE, related_name="attachments")
+    filename = models.CharField(max_length=255, blank=True)  # decoded, for display only
+    file = models.FileField(upload_to=_attachment_upload_to, max_length=255, blank=True)
+    content_type = models.CharField(max_length=255, blank=True)
+    size = models.PositiveIntegerField(default=0)
+    too_large = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.filename or "attachment"

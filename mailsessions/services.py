@@ -236,14 +236,27 @@ def connection_test_run(*, test_id) -> ConnectionTest:
         status=status, stages=stages, summary=summary[:500], finished=finished, config_encrypted=""
     )
     if test.session_id:
-        MailSession.objects.filter(pk=test.session_id).update(
-            last_test_at=finished,
-            last_test_outcome=TestOutcome.PASSED if passed else TestOutcome.FAILED,
-            last_test_summary=f"{test.get_kind_display()}: {summary}"[:500],
-            last_test_stages=stages,
+        mail_session_record_test(
+            session_id=test.session_id,
+            passed=passed,
+            summary=f"{test.get_kind_display()}: {summary}",
+            stages=stages,
+            at=finished,
         )
     test.refresh_from_db()
     return test
+
+
+def mail_session_record_test(
+    *, session_id: int, passed: bool, summary: str, stages: list[dict], at=None
+) -> None:
+    """Store the latest connection test's outcome on the session."""
+    MailSession.objects.filter(pk=session_id).update(
+        last_test_at=at or timezone.now(),
+        last_test_outcome=TestOutcome.PASSED if passed else TestOutcome.FAILED,
+        last_test_summary=summary[:500],
+        last_test_stages=stages,
+    )
 
 
 def _diagnose(test: ConnectionTest, payload: dict, progress):

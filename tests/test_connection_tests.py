@@ -175,6 +175,10 @@ def test_testsession_command_prints_stages_and_fails_nonzero(alice, alice_mailbo
     call_command("testsession", str(good.pk))
     out = capsys.readouterr().out
     assert "Authenticate: logged in as alice" in out and "All stages passed" in out
+    good.refresh_from_db()
+    assert good.last_test_outcome == "passed" and "auth" in [
+        s["name"] for s in good.last_test_stages
+    ]
     bad = make_session(
         alice,
         mode=Mode.READ,

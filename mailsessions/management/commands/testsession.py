@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from mailsessions import diagnostics
+from mailsessions import diagnostics, services
 from mailsessions.models import MailSession
 
 
@@ -39,5 +39,12 @@ class Command(BaseCommand):
                 )
                 self.stdout.write(style(line))
             self.stdout.write(diagnosis.summary)
-        if not all(d.passed for d in results):
+        passed = all(d.passed for d in results)
+        services.mail_session_record_test(
+            session_id=session.pk,
+            passed=passed,
+            summary=" / ".join(f"{d.target}: {d.summary}" for d in results),
+            stages=[s.as_dict() for d in results for s in d.stages],
+        )
+        if not passed:
             raise CommandError(f"the connection test of “{session.name}” failed")
