@@ -294,7 +294,7 @@ def _connect_backend(
 # --- entry points -------------------------------------------------------------
 
 
-def _endpoint(protocol: str, config: ServerConfig) -> tuple[str, int, Security]:
+def endpoint(protocol: str, config: ServerConfig) -> tuple[str, int, Security]:
     if protocol == "ews" and config.ews_endpoint:
         parts = urlsplit(config.ews_endpoint)
         security = Security.SSL if parts.scheme == "https" else Security.NONE
@@ -310,7 +310,7 @@ def diagnose_incoming(
     protocol: str, config: ServerConfig, *, on_stage=None, policy: TargetPolicy | None = None
 ) -> Diagnosis:
     """DNS → TCP → TLS/STARTTLS → greeting → auth → inbox → folders."""
-    host, port, security = _endpoint(protocol, config)
+    host, port, security = endpoint(protocol, config)
     diagnosis = Diagnosis(target=f"{protocol.upper()} {host}:{port}", on_stage=on_stage)
     backend: IncomingBackend = get_backend_class(protocol)(config)  # type: ignore[assignment]
     try:

@@ -10,13 +10,16 @@ name that resolves to an internal address is caught too.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from dataclasses import dataclass
 
 from django.conf import settings
 
+from mailsessions.backends.base import BackendError
 
-class TargetNotAllowed(Exception):
-    pass
+
+class TargetNotAllowed(BackendError):
+    """The installation's policy forbids this host or port (never retried)."""
 
 
 @dataclass(frozen=True)
@@ -82,3 +85,17 @@ def _matches(name: str, addresses: list[str], entries: tuple[str, ...]) -> bool:
             if ipaddress.ip_address(address.split("%")[0]) in network:
                 return True
     return False
+
+
+def ensure_allowed(host: str, port: int, policy: TargetPolicy | None = None) -> None:
+    """Resolve ``host`` and check every address; raise TargetNotAllowed or return.
+
+    Operations call this before connecting, so that a saved session cannot
+    reach what a connection test could not.
+    """
+    try:
+        infos = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        return  # the backend reports the unresolvable name in its own words
+    addresses = list(dict.fromkeys(info[4][0] for info in infos))
+    (policy or TargetPolicy.from_settings()).check(host, port, addresses)

@@ -25,7 +25,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from django.core.files.base import ContentFile
 from django.db import DatabaseError, transaction
@@ -33,7 +33,7 @@ from django.db.models import BigIntegerField, Max
 from django.db.models.functions import Cast
 from django.utils import timezone
 
-from mailsessions import mime
+from mailsessions import mime, policy
 from mailsessions.backends import get_backend_class
 from mailsessions.backends.base import (
     BackendError,
@@ -42,6 +42,7 @@ from mailsessions.backends.base import (
     IncomingBackend,
     SearchCriteria,
 )
+from mailsessions.diagnostics import endpoint
 from mailsessions.models import (
     AfterRead,
     Operation,
@@ -170,7 +171,10 @@ def _read(operation: Operation, run: Run, tally: _Tally) -> None:
     session = operation.session
     folder = operation.folder or "INBOX"
     backend_class = get_backend_class(session.in_protocol)
-    with backend_class(session.incoming_config()) as backend:
+    config = session.incoming_config()
+    host, port, _ = endpoint(session.in_protocol, config)
+    policy.ensure_allowed(host, port)
+    with backend_class(config) as backend:
         assert isinstance(backend, IncomingBackend)
         info = backend.folder_info(folder)
         # Only IMAP has a UIDVALIDITY; 0 stands for "none" (see StoredMessage).
@@ -185,14 +189,16 @@ def _read(operation: Operation, run: Run, tally: _Tally) -> None:
             tally.notes.append(UNSEEN_NOTE.format(protocol=session.get_in_protocol_display()))
 
         criteria = _criteria(operation, server_side)
-        if info.uidvalidity is not None:
+        # "UID above the highest stored" is the cheap incremental read, but a
+        # limit may have skipped older UIDs: then exclude the stored ids instead.
+        if info.uidvalidity is not None and not operation.max_count:
             highest = already.aggregate(top=Max(Cast("server_id", output_field=BigIntegerField())))[
                 "top"
             ]
-            criteria = _replace(criteria, min_uid=(highest or 0) + 1)
+            criteria = replace(criteria, min_uid=(highest or 0) + 1)
         else:
             ids_stored = frozenset(already.values_list("server_id", flat=True))
-            criteria = _replace(criteria, exclude_ids=ids_stored)
+            criteria = replace(criteria, exclude_ids=ids_stored)
 
         # With filters applied after parsing, max_count can only be applied then.
         limit = operation.max_count if not local else None
@@ -202,7 +208,7 @@ def _read(operation: Operation, run: Run, tally: _Tally) -> None:
 
         step = max(1, backend.batch_size)
         for start in range(0, len(ids), step):
-            batch = [m for m in backend.fetch(folder, ids[start : start + step])]
+            batch = list(backend.fetch(folder, ids[start : start + step]))
             tally.read += len(batch)
             parsed = [
                 (
@@ -256,12 +262,6 @@ def _criteria(operation: Operation, server_side: frozenset[str] | None) -> Searc
         # Pass only what the backend applies, so nothing looks filtered that is not.
         values = {k: v for k, v in values.items() if k in server_side}
     return SearchCriteria(**values)
-
-
-def _replace(criteria: SearchCriteria, **changes) -> SearchCriteria:
-    from dataclasses import replace
-
-    return replace(criteria, **changes)
 
 
 def _matches(operation: Operation, parsed: mime.ParsedMessage, local: set[str]) -> bool:
