@@ -17,7 +17,12 @@ from django.urls import reverse
 
 from mailsessions import crypto
 from mailsessions.backends.base import Security, ServerConfig
-from mailsessions.validators import port_validators, validate_host
+from mailsessions.validators import (
+    port_validators,
+    validate_address_list,
+    validate_host,
+    validate_no_header_injection,
+)
 
 
 class Mode(models.TextChoices):
@@ -488,6 +493,28 @@ AFTER_READ_BY_PROTOCOL: dict[str, frozenset[str]] = {
 }
 
 
+class ReferenceMode(models.TextChoices):
+    NONE = "none", "New message"
+    REPLY = "reply", "Reply to a stored message"
+    FORWARD = "forward", "Forward a stored message"
+
+
+class SetAction(models.TextChoices):
+    MARK_READ = "mark_read", "Mark as read"
+    MARK_UNREAD = "mark_unread", "Mark as unread"
+    FLAG = "flag", "Flag"
+    UNFLAG = "unflag", "Remove flag"
+    MOVE = "move", "Move to folder"
+    COPY = "copy", "Copy to folder"
+    DELETE = "delete", "Delete"
+
+
+# What Set Mail can do per incoming protocol; POP3 can only delete.
+SET_ACTIONS_BY_PROTOCOL: dict[str, frozenset[str]] = {
+    IncomingProtocol.POP3: frozenset({SetAction.DELETE}),
+}
+
+
 class Operation(models.Model):
     """A named, reusable mail operation of a session (Read, Send or Set Mail).
 
@@ -519,6 +546,46 @@ class Operation(models.Model):
     save_attachments = models.BooleanField(default=True)
     attachment_size_cap = models.PositiveIntegerField(
         "Largest attachment to store (bytes)", default=25 * MB
+    )
+
+    # Send Mail (addresses are comma-separated; see validators)
+    send_to = models.TextField("To", blank=True, validators=[validate_address_list])
+    send_cc = models.TextField("Cc", blank=True, validators=[validate_address_list])
+    send_bcc = models.TextField("Bcc", blank=True, validators=[validate_address_list])
+    send_reply_to = models.TextField("Reply-To", blank=True, validators=[validate_address_list])
+    send_subject = models.CharField(
+        "Subject", max_length=998, blank=True, validators=[validate_no_header_injection]
+    )
+    send_text_body = models.TextField("Text body", blank=True)
+    send_html_body = models.TextField("HTML body", blank=True)
+    send_individually = models.BooleanField(
+        "One message per recipient",
+        default=False,
+        help_text="Send a separate message to each To address (Cc and Bcc get every message).",
+    )
+    reference_mode = models.CharField(
+        "Reply or forward", max_length=10, choices=ReferenceMode.choices, default=ReferenceMode.NONE
+    )
+    reference_message = models.ForeignKey(
+        "StoredMessage",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name="Stored message to reply to or forward",
+    )
+
+    # Set Mail: selects with the Read filters above (or a run's messages), then acts
+    set_action = models.CharField("Action", max_length=12, choices=SetAction.choices, blank=True)
+    target_folder = models.CharField("Target folder", max_length=255, blank=True)
+    create_folder = models.BooleanField("Create the target folder if missing", default=False)
+    source_run = models.ForeignKey(
+        "Run",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name="Only the messages stored by this run",
     )
 
     created = models.DateTimeField(auto_now_add=True)
@@ -568,6 +635,47 @@ class Operation(models.Model):
                 add("folder", "POP3 has only the INBOX.")
             if self.since and self.before and self.since >= self.before:
                 add("before", "“Received before” must be later than “Received on or after”.")
+        if self.kind == OperationKind.SEND:
+            if not (self.send_to.strip() or self.send_cc.strip() or self.send_bcc.strip()):
+                add("send_to", "Enter at least one recipient.")
+            if self.send_individually and not self.send_to.strip():
+                add("send_to", "“One message per recipient” needs To addresses.")
+            if self.reference_mode != ReferenceMode.NONE:
+                if self.reference_message_id is None:
+                    add("reference_message", "Choose the stored message to reply to or forward.")
+                elif session is not None and self.reference_message.session_id != session.pk:
+                    add("reference_message", "Choose a message stored by this session.")
+            elif not (
+                self.send_subject.strip()
+                or self.send_text_body.strip()
+                or self.send_html_body.strip()
+            ):
+                add("send_subject", "Enter a subject or a body: an empty message is not sent.")
+        if self.kind == OperationKind.SET:
+            protocol = session.in_protocol if session is not None else ""
+            if not self.set_action:
+                add("set_action", "Choose what to do with the selected messages.")
+            else:
+                allowed = SET_ACTIONS_BY_PROTOCOL.get(protocol)
+                if allowed is not None and self.set_action not in allowed:
+                    add(
+                        "set_action",
+                        f"{session.get_in_protocol_display()} can only delete messages; "
+                        f"“{SetAction(self.set_action).label}” needs IMAP or Exchange.",
+                    )
+                elif (
+                    self.set_action in (SetAction.MOVE, SetAction.COPY)
+                    and not self.target_folder.strip()
+                ):
+                    add("target_folder", "Enter the folder to move or copy the messages to.")
+            if self.source_run_id is not None and self.source_run.operation.session_id != getattr(
+                session, "pk", None
+            ):
+                add("source_run", "Choose a run of this session.")
+        for field in ("folder", "move_to", "target_folder"):
+            value = getattr(self, field)
+            if any(c in value for c in "\r\n\x00"):
+                add(field, "A folder name cannot contain line breaks or NUL characters.")
         if errors:
             raise ValidationError(errors)
 
@@ -617,6 +725,23 @@ class Run(models.Model):
     @property
     def done(self) -> bool:
         return self.status in (RunStatus.SUCCEEDED, RunStatus.PARTLY_FAILED, RunStatus.FAILED)
+
+
+def _operation_attachment_upload_to(instance: OperationAttachment, filename: str) -> str:
+    return f"outgoing/{instance.operation_id}/{filename}"
+
+
+class OperationAttachment(models.Model):
+    """A file a Send Mail operation attaches to every message it sends."""
+
+    operation = models.ForeignKey(Operation, on_delete=models.CASCADE, related_name="attachments")
+    file = models.FileField(upload_to=_operation_attachment_upload_to, max_length=255)
+    filename = models.CharField(max_length=255)
+    content_type = models.CharField(max_length=255, default="application/octet-stream")
+    size = models.PositiveIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return self.filename
 
 
 def _raw_upload_to(instance: StoredMessage, filename: str) -> str:

@@ -52,3 +52,34 @@ def validate_no_header_injection(value: str) -> None:
         raise ValidationError(
             "Line breaks and NUL characters are not allowed here.", code="header_injection"
         )
+
+
+def parse_address_list(value: str) -> list[tuple[str, str]]:
+    """``"Name <a@b>, c@d"`` -> [(name, address), ...]; raises ValidationError.
+
+    Display names may be non-ASCII; addresses are checked one by one so the
+    error names the bad one.
+    """
+    from email.utils import getaddresses
+
+    from django.core.validators import validate_email
+
+    validate_no_header_injection(value)
+    result = []
+    for name, address in getaddresses([value]):
+        if not address and not name:
+            continue
+        try:
+            validate_email(address)
+        except ValidationError:
+            shown = address or name
+            raise ValidationError(
+                f"“{shown}” is not a valid e-mail address.", code="address"
+            ) from None
+        result.append((name, address))
+    return result
+
+
+def validate_address_list(value: str) -> None:
+    if value.strip():
+        parse_address_list(value)
