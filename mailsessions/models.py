@@ -588,6 +588,16 @@ class Operation(models.Model):
         verbose_name="Only the messages stored by this run",
     )
 
+    # Schedule: a django-celery-beat task that beat runs (see services in runs.py)
+    periodic_task = models.OneToOneField(
+        "django_celery_beat.PeriodicTask",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="mail_operation",
+        editable=False,
+    )
+
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField("Last change", auto_now=True)
 
@@ -596,6 +606,9 @@ class Operation(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("mailsessions:operation-detail", args=[self.pk])
 
     def __repr__(self) -> str:
         return f"<Operation {self.pk} {self.name!r} {self.kind}>"
@@ -636,8 +649,11 @@ class Operation(models.Model):
             if self.since and self.before and self.since >= self.before:
                 add("before", "“Received before” must be later than “Received on or after”.")
         if self.kind == OperationKind.SEND:
-            if not (self.send_to.strip() or self.send_cc.strip() or self.send_bcc.strip()):
-                add("send_to", "Enter at least one recipient.")
+            replying = self.reference_mode == ReferenceMode.REPLY
+            if not (
+                self.send_to.strip() or self.send_cc.strip() or self.send_bcc.strip() or replying
+            ):
+                add("send_to", "Enter at least one recipient (a reply may leave To empty).")
             if self.send_individually and not self.send_to.strip():
                 add("send_to", "“One message per recipient” needs To addresses.")
             if self.reference_mode != ReferenceMode.NONE:
@@ -778,6 +794,11 @@ class StoredMessage(models.Model):
     html_body = models.TextField(blank=True)
     raw = models.FileField(upload_to=_raw_upload_to, max_length=255, blank=True)
     defects = models.TextField(blank=True)
+    # The after-read action still owed to the server for this message (and its
+    # target folder). Written in the same transaction as the row, cleared once
+    # the server confirmed it: a run killed in between finishes it next time.
+    pending_action = models.CharField(max_length=10, blank=True, default="")
+    pending_target = models.CharField(max_length=255, blank=True, default="")
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -810,3 +831,20 @@ class StoredAttachment(models.Model):
 
     def __str__(self) -> str:
         return self.filename or "attachment"
+
+
+class SessionLease(models.Model):
+    """Who works a session's mailbox right now; at most one run at a time.
+
+    A lease, not a lock: it expires, so a worker that died while holding it
+    blocks the mailbox only until ``expires``.
+    """
+
+    session = models.OneToOneField(
+        MailSession, on_delete=models.CASCADE, primary_key=True, related_name="lease"
+    )
+    run = models.ForeignKey(Run, null=True, on_delete=models.SET_NULL, related_name="+")
+    expires = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"lease on {self.session_id} until {self.expires:%H:%M:%S}"

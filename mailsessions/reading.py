@@ -182,6 +182,7 @@ def _read(operation: Operation, run: Run, tally: _Tally) -> None:
         already = StoredMessage.objects.filter(
             session=session, folder=folder, uidvalidity=uidvalidity
         )
+        _finish_pending(backend, already, folder, tally)
         server_side = getattr(backend, "SERVER_SIDE_CRITERIA", None)
         local = _local_criteria(operation, server_side)
         if "unseen_only" in local:
@@ -238,7 +239,8 @@ def _read(operation: Operation, run: Run, tally: _Tally) -> None:
             commit()
 
 
-def _local_criteria(operation: Operation, server_side: frozenset[str] | None) -> set[str]:
+def local_criteria(operation: Operation, server_side: frozenset[str] | None) -> set[str]:
+    """The header criteria set on ``operation`` that the backend leaves to us."""
     if server_side is None:  # the backend evaluates every criterion itself
         return set()
     return {
@@ -248,7 +250,8 @@ def _local_criteria(operation: Operation, server_side: frozenset[str] | None) ->
     }
 
 
-def _criteria(operation: Operation, server_side: frozenset[str] | None) -> SearchCriteria:
+def search_criteria(operation: Operation, server_side: frozenset[str] | None) -> SearchCriteria:
+    """The operation's filters as SearchCriteria, limited to what the backend applies."""
     values = {
         "unseen_only": operation.unseen_only,
         "from_contains": operation.from_contains,
@@ -264,7 +267,7 @@ def _criteria(operation: Operation, server_side: frozenset[str] | None) -> Searc
     return SearchCriteria(**values)
 
 
-def _matches(operation: Operation, parsed: mime.ParsedMessage, local: set[str]) -> bool:
+def matches_locally(operation: Operation, parsed: mime.ParsedMessage, local: set[str]) -> bool:
     """The header criteria a server could not apply, evaluated on the parsed message."""
 
     def contains(haystack: str, needle: str) -> bool:
@@ -285,6 +288,12 @@ def _matches(operation: Operation, parsed: mime.ParsedMessage, local: set[str]) 
         if "before" in local and day >= operation.before:
             return False
     return True
+
+
+# Public for Set Mail (mailsessions.changing), which selects messages the same way.
+_local_criteria = local_criteria
+_criteria = search_criteria
+_matches = matches_locally
 
 
 # --- storing ----------------------------------------------------------------------
@@ -310,6 +319,10 @@ def _message_row(
         text_body=parsed.text_body,
         html_body=parsed.html_body,
         defects="\n".join(parsed.defects),
+        pending_action=""
+        if run.operation.after_read == AfterRead.LEAVE
+        else run.operation.after_read,
+        pending_target=run.operation.move_to if run.operation.after_read == AfterRead.MOVE else "",
     )
 
 
@@ -439,10 +452,32 @@ def _after_read(
     tally: _Tally,
 ) -> None:
     """Apply the operation's after-read action to messages already stored."""
-    action = operation.after_read
+    _apply_action(backend, operation.after_read, operation.move_to, folder, ids, tally)
+    StoredMessage.objects.filter(
+        session=operation.session, folder=folder, server_id__in=ids
+    ).update(pending_action="", pending_target="")
+
+
+def _apply_action(backend, action: str, target: str, folder: str, ids: list[str], tally) -> None:
     if action == AfterRead.MARK_READ:
         tally.changed += backend.set_flags(folder, ids, add=[Flag.SEEN])
     elif action == AfterRead.MOVE:
-        tally.changed += backend.move(folder, ids, operation.move_to, create=True)
+        tally.changed += backend.move(folder, ids, target, create=True)
     elif action == AfterRead.DELETE:
         tally.changed += backend.delete(folder, ids)
+
+
+def _finish_pending(backend: IncomingBackend, stored, folder: str, tally: _Tally) -> None:
+    """Complete after-read actions a previous run stored but could not confirm
+    (its worker died between storing and acting)."""
+    pending = stored.exclude(pending_action="").values_list(
+        "pk", "server_id", "pending_action", "pending_target"
+    )
+    groups: dict[tuple[str, str], list[tuple[int, str]]] = {}
+    for pk, server_id, action, target in pending:
+        groups.setdefault((action, target), []).append((pk, server_id))
+    for (action, target), rows in groups.items():
+        _apply_action(backend, action, target, folder, [sid for _, sid in rows], tally)
+        StoredMessage.objects.filter(pk__in=[pk for pk, _ in rows]).update(
+            pending_action="", pending_target=""
+        )

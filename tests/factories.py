@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mailsessions import services
-from mailsessions.models import MailSession, Mode
+from mailsessions.models import MailSession, Mode, Operation, OperationKind
 
 IN_PASSWORD = "imap-Secret-Pw-7731"
 OUT_PASSWORD = "smtp-Secret-Pw-4409"
@@ -41,3 +41,27 @@ def make_session(owner, *, name="Support inbox", mode=Mode.READ_SEND, **override
         in_password=IN_PASSWORD if reads else "",
         out_password=OUT_PASSWORD if sends and outgoing["out_use_different_credentials"] else "",
     )
+
+
+def alice_session(owner, dovecot, *, protocol="imap", security="ssl", password=None):
+    session = make_session(
+        owner,
+        mode=Mode.READ,
+        name="Alice inbox",
+        in_protocol=protocol,
+        in_encryption=security,
+        in_host="127.0.0.1",
+        in_port=dovecot.port_for(protocol, security),
+        in_username="alice",
+        in_verify_certificate=False,
+    )
+    session.set_in_password(password if password is not None else dovecot.passwords["alice"])
+    session.save()
+    return session
+
+
+def read_operation(session, **params) -> Operation:
+    operation = Operation(session=session, name="Read inbox", kind=OperationKind.READ, **params)
+    operation.full_clean()
+    operation.save()
+    return operation

@@ -27,7 +27,7 @@ from mailsessions.models import (
     RunStatus,
     StoredMessage,
 )
-from tests.factories import make_session
+from tests.factories import alice_session, make_session, read_operation
 from tests.messages import EXPECTED, corpus
 from tests.servers.dovecot import make_message
 
@@ -39,30 +39,6 @@ def media_root(settings, tmp_path) -> Path:
     root = tmp_path / "media"
     settings.MEDIA_ROOT = root
     return root
-
-
-def alice_session(owner, dovecot, *, protocol="imap", security="ssl", password=None):
-    session = make_session(
-        owner,
-        mode=Mode.READ,
-        name="Alice inbox",
-        in_protocol=protocol,
-        in_encryption=security,
-        in_host="127.0.0.1",
-        in_port=dovecot.port_for(protocol, security),
-        in_username="alice",
-        in_verify_certificate=False,
-    )
-    session.set_in_password(password if password is not None else dovecot.passwords["alice"])
-    session.save()
-    return session
-
-
-def read_operation(session, **params) -> Operation:
-    operation = Operation(session=session, name="Read inbox", kind=OperationKind.READ, **params)
-    operation.full_clean()
-    operation.save()
-    return operation
 
 
 def run_read(operation) -> Run:
