@@ -5,7 +5,7 @@ from django.contrib import admin
 from django.db import models
 
 from mailsessions.forms import PasswordField
-from mailsessions.models import ConnectionTest, MailSession
+from mailsessions.models import ConnectionTest, MailSession, Operation, Run, StoredMessage
 
 
 class MailSessionAdminForm(forms.ModelForm):
@@ -135,4 +135,99 @@ class ConnectionTestAdmin(admin.ModelAdmin):
         "summary",
         "started",
         "finished",
+    ]
+
+
+class RunInline(admin.TabularInline):
+    model = Run
+    extra = 0
+    can_delete = False
+    fields = [
+        "queued",
+        "trigger",
+        "status",
+        "duration_ms",
+        "found",
+        "stored",
+        "sent",
+        "changed",
+        "failed",
+        "error",
+    ]
+    readonly_fields = fields
+    show_change_link = True
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Operation)
+class OperationAdmin(admin.ModelAdmin):
+    list_display = ["name", "kind", "session", "schedule", "failing", "updated"]
+    list_filter = ["kind", "session__mode", "periodic_task__enabled"]
+    search_fields = ["name", "session__name", "session__owner__username"]
+    list_select_related = ["session", "periodic_task"]
+    autocomplete_fields = ["session"]
+    inlines = [RunInline]
+
+    @admin.display(description="Schedule")
+    def schedule(self, obj):
+        task = obj.periodic_task
+        if task is None:
+            return "—"
+        return f"{task.interval or task.crontab}" + ("" if task.enabled else " (disabled)")
+
+    @admin.display(boolean=True, description="Keeps failing")
+    def failing(self, obj):
+        from mailsessions.operations import operation_failing
+
+        return operation_failing(operation=obj)
+
+
+@admin.register(Run)
+class RunAdmin(admin.ModelAdmin):
+    list_display = [
+        "queued",
+        "operation",
+        "trigger",
+        "status",
+        "duration_ms",
+        "found",
+        "stored",
+        "sent",
+        "changed",
+        "failed",
+    ]
+    list_filter = ["status", "trigger", "operation__kind"]
+    search_fields = ["operation__name", "error"]
+    list_select_related = ["operation"]
+    readonly_fields = [f.name for f in Run._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(StoredMessage)
+class StoredMessageAdmin(admin.ModelAdmin):
+    list_display = ["date", "subject", "from_addr", "folder", "session", "size"]
+    list_filter = ["folder", "session"]
+    search_fields = ["subject", "from_addr", "message_id"]
+    list_select_related = ["session"]
+    exclude = ["text_body", "html_body"]
+    readonly_fields = [
+        "session",
+        "run",
+        "folder",
+        "server_id",
+        "uidvalidity",
+        "message_id",
+        "from_addr",
+        "to",
+        "cc",
+        "date",
+        "subject",
+        "flags",
+        "size",
+        "raw",
+        "defects",
     ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 from django import forms
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.forms.models import construct_instance
 
@@ -66,13 +67,7 @@ class PartForm(forms.ModelForm):
         except ValidationError as exc:
             self._update_errors(exc)
             return
-        errors = getattr(self.instance, f"{self.part}_errors")()
-        for field, messages in errors.items():
-            for message in messages:
-                if field in self.fields and field not in self.errors:
-                    self.add_error(field, message)
-                elif field not in self.fields:
-                    self.add_error(None, message)
+        add_model_errors(self, getattr(self.instance, f"{self.part}_errors")())
 
     def password_required(self) -> bool:
         return not self.stored_password
@@ -238,3 +233,221 @@ class ReviewForm(forms.Form):
 
 def _ports_json() -> str:
     return json.dumps({f"{p}:{e}": port for (p, e), port in DEFAULT_PORTS.items()})
+
+
+def add_model_errors(form: forms.BaseForm, errors: dict[str, list[str]]) -> None:
+    """Put the model's errors on the form: on the field when the form shows
+    it (once), otherwise as a form-wide error, so none is lost."""
+    for field, messages in errors.items():
+        for message in messages:
+            if field in form.fields:
+                if field not in form.errors:
+                    form.add_error(field, message)
+            else:
+                form.add_error(None, message)
+
+
+# --- operations ---------------------------------------------------------------
+
+READ_FIELDS = [
+    "name",
+    "folder",
+    "unseen_only",
+    "from_contains",
+    "to_contains",
+    "subject_contains",
+    "since",
+    "before",
+    "larger_than",
+    "max_count",
+    "newest_first",
+    "after_read",
+    "move_to",
+    "save_attachments",
+    "attachment_size_cap",
+]
+SEND_FIELDS = [
+    "name",
+    "send_to",
+    "send_cc",
+    "send_bcc",
+    "send_reply_to",
+    "send_subject",
+    "send_text_body",
+    "send_html_body",
+    "send_individually",
+    "reference_mode",
+    "reference_message",
+]
+SET_FIELDS = [
+    "name",
+    "set_action",
+    "target_folder",
+    "create_folder",
+    "source_run",
+    "folder",
+    "unseen_only",
+    "from_contains",
+    "to_contains",
+    "subject_contains",
+    "since",
+    "before",
+    "larger_than",
+    "max_count",
+    "newest_first",
+]
+FIELDS_BY_KIND = {"read": READ_FIELDS, "send": SEND_FIELDS, "set": SET_FIELDS}
+
+
+class OperationForm(forms.ModelForm):
+    """Base for the per-kind operation forms (see ``operation_form_class``).
+
+    Adds the schedule (none, every N minutes, or a crontab), stored by
+    django-celery-beat, and applies the model's rules (mode, protocol).
+    """
+
+    schedule_kind = forms.ChoiceField(
+        label="Schedule",
+        choices=[
+            ("none", "Run only when I press Run now"),
+            ("interval", "Every N minutes"),
+            ("crontab", "Crontab"),
+        ],
+        initial="none",
+        widget=forms.RadioSelect,
+    )
+    every_minutes = forms.IntegerField(
+        label="Every (minutes)", min_value=1, max_value=60 * 24 * 31, required=False
+    )
+    cron_minute = forms.CharField(label="Minute", initial="*/15", max_length=60, required=False)
+    cron_hour = forms.CharField(label="Hour", initial="*", max_length=60, required=False)
+    cron_day_of_month = forms.CharField(
+        label="Day of month", initial="*", max_length=60, required=False
+    )
+    cron_month_of_year = forms.CharField(label="Month", initial="*", max_length=60, required=False)
+    cron_day_of_week = forms.CharField(
+        label="Day of week", initial="*", max_length=60, required=False
+    )
+    schedule_enabled = forms.BooleanField(label="Schedule enabled", initial=True, required=False)
+
+    def __init__(self, *args, session, kind, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.instance.session = session
+        self.instance.kind = kind
+        self.session = session
+        if "reference_message" in self.fields:
+            self.fields["reference_message"].queryset = session.messages.order_by("-created")
+        if kind == "send":
+            self.fields["add_attachment"] = forms.FileField(
+                label="Add an attachment",
+                required=False,
+                help_text="Attached to every message this operation sends "
+                f"(at most {settings.MAILSESSIONS_MAX_UPLOAD_SIZE // (1024 * 1024)} MB).",
+            )
+        if "source_run" in self.fields:
+            from mailsessions.models import Run
+
+            self.fields["source_run"].queryset = Run.objects.filter(operation__session=session)
+        if self.instance.pk:
+            from mailsessions.runs import schedule_of
+
+            schedule = schedule_of(self.instance)
+            self.initial.update(
+                schedule_kind=schedule.kind,
+                every_minutes=schedule.every_minutes,
+                cron_minute=schedule.minute,
+                cron_hour=schedule.hour,
+                cron_day_of_month=schedule.day_of_month,
+                cron_month_of_year=schedule.month_of_year,
+                cron_day_of_week=schedule.day_of_week,
+                schedule_enabled=schedule.enabled,
+            )
+
+    def _post_clean(self) -> None:
+        try:
+            self.instance = construct_instance(self, self.instance, self._meta.fields)
+            self.instance.full_clean(
+                exclude=self._get_validation_exclusions() - {"kind"}, validate_unique=False
+            )
+        except ValidationError as exc:
+            add_model_errors(self, exc.message_dict)
+
+    def clean_add_attachment(self):
+        upload = self.cleaned_data.get("add_attachment")
+        if upload and upload.size > settings.MAILSESSIONS_MAX_UPLOAD_SIZE:
+            raise ValidationError(
+                f"The file is {upload.size // 1024} KB; at most "
+                f"{settings.MAILSESSIONS_MAX_UPLOAD_SIZE // 1024} KB can be attached."
+            )
+        if upload:
+            from mailsessions.validators import validate_no_header_injection
+
+            validate_no_header_injection(upload.name)
+        return upload
+
+    def clean(self):
+        data = super().clean()
+        kind = data.get("schedule_kind")
+        if kind == "interval" and not data.get("every_minutes"):
+            self.add_error("every_minutes", "Enter how many minutes apart the runs are.")
+        if kind == "crontab":
+            from django_celery_beat.validators import (
+                day_of_month_validator,
+                day_of_week_validator,
+                hour_validator,
+                minute_validator,
+                month_of_year_validator,
+            )
+
+            checks = {
+                "cron_minute": minute_validator,
+                "cron_hour": hour_validator,
+                "cron_day_of_month": day_of_month_validator,
+                "cron_month_of_year": month_of_year_validator,
+                "cron_day_of_week": day_of_week_validator,
+            }
+            for field, validator in checks.items():
+                value = (data.get(field) or "").strip() or "*"
+                try:
+                    validator(value)
+                except ValidationError as exc:
+                    self.add_error(field, exc.messages[0] if exc.messages else "Invalid value.")
+                data[field] = value
+        return data
+
+    def schedule(self):
+        from mailsessions.runs import Schedule
+
+        data = self.cleaned_data
+        return Schedule(
+            kind=data["schedule_kind"],
+            every_minutes=data.get("every_minutes"),
+            minute=data.get("cron_minute") or "*",
+            hour=data.get("cron_hour") or "*",
+            day_of_month=data.get("cron_day_of_month") or "*",
+            month_of_year=data.get("cron_month_of_year") or "*",
+            day_of_week=data.get("cron_day_of_week") or "*",
+            enabled=data.get("schedule_enabled", False),
+        )
+
+
+def operation_form_class(kind: str) -> type[OperationForm]:
+    from django.forms import modelform_factory
+
+    from mailsessions.models import Operation
+
+    return modelform_factory(
+        Operation,
+        form=OperationForm,
+        fields=FIELDS_BY_KIND[kind],
+        widgets={
+            "send_text_body": forms.Textarea(attrs={"rows": 8}),
+            "send_html_body": forms.Textarea(attrs={"rows": 6}),
+            "send_to": forms.TextInput(),
+            "send_cc": forms.TextInput(),
+            "send_bcc": forms.TextInput(),
+            "send_reply_to": forms.TextInput(),
+            "since": forms.DateInput(attrs={"type": "date"}),
+            "before": forms.DateInput(attrs={"type": "date"}),
+        },
+    )

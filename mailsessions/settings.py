@@ -141,6 +141,8 @@ if PRODUCTION:
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = envbool("SECURE_HSTS_PRELOAD", "False")
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    # The container health check calls /healthz over plain HTTP from inside.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
     SECURE_CONTENT_TYPE_NOSNIFF = True
     X_FRAME_OPTIONS = "DENY"
     if not SECURE_HSTS_PRELOAD:
@@ -170,7 +172,16 @@ MAILSESSIONS_ALLOW_LOOPBACK = envbool(
 MAILSESSIONS_ALLOWED_PORTS = [int(p) for p in envlist("MAILSESSIONS_ALLOWED_PORTS")]
 # Connection tests and test mails a user may start per minute.
 MAILSESSIONS_TEST_RATE_PER_MINUTE = envint("MAILSESSIONS_TEST_RATE_PER_MINUTE", "10")
+# Largest file a user may attach to a Send Mail operation (bytes).
+MAILSESSIONS_MAX_UPLOAD_SIZE = envint("MAILSESSIONS_MAX_UPLOAD_SIZE", str(25 * 1024 * 1024))
+DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 MAILSESSIONS_DEMO = envbool("MAILSESSIONS_DEMO", "False")
+# Loopback ports of the demo mail server `make run` starts (manage.py demomailbox).
+MAILSESSIONS_DEMO_IMAP_PORT = envint("MAILSESSIONS_DEMO_IMAP_PORT", "10143")
+MAILSESSIONS_DEMO_IMAPS_PORT = envint("MAILSESSIONS_DEMO_IMAPS_PORT", "10993")
+MAILSESSIONS_DEMO_POP3_PORT = envint("MAILSESSIONS_DEMO_POP3_PORT", "10110")
+MAILSESSIONS_DEMO_POP3S_PORT = envint("MAILSESSIONS_DEMO_POP3S_PORT", "10995")
+MAILSESSIONS_DEMO_SMTP_PORT = envint("MAILSESSIONS_DEMO_SMTP_PORT", "10587")
 
 CELERY_BROKER_URL = envstr(
     "CELERY_BROKER_URL", f"sqla+sqlite:///{VAR_DIR / 'celery-broker.sqlite3'}"
@@ -182,11 +193,21 @@ CELERY_TASK_ALWAYS_EAGER = envbool("CELERY_TASK_ALWAYS_EAGER", "False")
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# An unacknowledged task (its worker died) is delivered again after this many
+# seconds; longer than the longest run (runs.RUN_TIME_LIMIT) so a live run is
+# never delivered twice.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": envint("CELERY_VISIBILITY_TIMEOUT", "3600"),
+}
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = TIME_ZONE
+# Beat copies this into its database schedule: finds runs whose worker died.
+CELERY_BEAT_SCHEDULE = {
+    "fail-stale-runs": {"task": "mailsessions.tasks.fail_stale_runs", "schedule": 300.0},
+}
 
 LOGGING = {
     "version": 1,

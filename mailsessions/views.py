@@ -6,13 +6,26 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, JsonResponse
+from django.core.exceptions import ValidationError
+from django.http import FileResponse, Http404, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
-from mailsessions import services
-from mailsessions.models import ConnectionTest, MailSession, TestKind
+from mailsessions import operations, services
+from mailsessions import runs as runs_service
+from mailsessions.forms import operation_form_class
+from mailsessions.mime import safe_filename
+from mailsessions.models import (
+    ConnectionTest,
+    MailSession,
+    Operation,
+    OperationKind,
+    Run,
+    StoredAttachment,
+    StoredMessage,
+    TestKind,
+)
 
 
 def _own_session(request, pk: int) -> MailSession:
@@ -36,7 +49,21 @@ def session_detail(request, pk: int):
             ("Test outgoing mail" if session.reads else "Test connection", TestKind.OUTGOING)
         )
         buttons.append(("Send test mail", TestKind.TEST_MAIL))
+    ops = list(session.operations.select_related("periodic_task"))
+    for op in ops:
+        op.last_run = op.runs.first()
+        op.next_run = runs_service.next_run_at(op)
+        op.failing = operations.operation_failing(operation=op)
+    kinds = [
+        k
+        for k in OperationKind
+        if (k == OperationKind.SEND and session.sends)
+        or (k != OperationKind.SEND and session.reads)
+    ]
     context = {
+        "operations": ops,
+        "kinds": kinds,
+        "message_count": session.messages.count(),
         "session": session,
         "test_buttons": [
             (label, reverse("mailsessions:session-test", args=[pk, kind]), kind)
@@ -123,4 +150,195 @@ def test_status(request, test_id):
             "target": test.target,
             "stages": test.stages,
         }
+    )
+
+
+# --- operations, runs, stored messages ------------------------------------------
+
+
+def _own_operation(request, pk: int) -> Operation:
+    return get_object_or_404(
+        Operation.objects.select_related("session", "periodic_task").filter(
+            session__owner=request.user
+        ),
+        pk=pk,
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def operation_create(request, pk: int, kind: str):
+    session = _own_session(request, pk)
+    if kind not in OperationKind.values:
+        raise Http404
+    return _operation_form(request, session=session, kind=kind, instance=None)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def operation_edit(request, pk: int):
+    operation = _own_operation(request, pk)
+    return _operation_form(
+        request, session=operation.session, kind=operation.kind, instance=operation
+    )
+
+
+def _operation_form(request, *, session: MailSession, kind: str, instance: Operation | None):
+    form_class = operation_form_class(kind)
+    form = form_class(
+        request.POST or None, request.FILES or None, session=session, kind=kind, instance=instance
+    )
+    if request.method == "POST" and form.is_valid():
+        operation = operations.operation_save(
+            form=form, upload=form.cleaned_data.get("add_attachment")
+        )
+        messages.success(request, f"Operation “{operation.name}” saved.")
+        return redirect(operation)
+    context = {
+        "session": session,
+        "form": form,
+        "kind": OperationKind(kind),
+        "operation": instance,
+    }
+    return render(request, "mailsessions/operation_form.html", context)
+
+
+@login_required
+def operation_detail(request, pk: int):
+    operation = _own_operation(request, pk)
+    history = operation.runs.all()[:50]
+    context = {
+        "operation": operation,
+        "session": operation.session,
+        "runs": history,
+        "next_run": runs_service.next_run_at(operation),
+        "schedule": runs_service.schedule_of(operation),
+        "failing": operations.operation_failing(operation=operation),
+    }
+    return render(request, "mailsessions/operation_detail.html", context)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def operation_delete(request, pk: int):
+    operation = _own_operation(request, pk)
+    if request.method == "POST":
+        session = operation.session
+        operations.operation_delete(operation=operation)
+        messages.success(request, f"Operation “{operation.name}” deleted.")
+        return redirect(session)
+    return render(request, "mailsessions/operation_confirm_delete.html", {"operation": operation})
+
+
+@login_required
+@require_POST
+def operation_run(request, pk: int):
+    operation = _own_operation(request, pk)
+    try:
+        operation.full_clean()
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+        return redirect(operation)
+    run = runs_service.operation_run_now(operation=operation)
+    return redirect("mailsessions:run-detail", pk=run.pk)
+
+
+def _own_run(request, pk: int) -> Run:
+    return get_object_or_404(
+        Run.objects.select_related("operation__session").filter(
+            operation__session__owner=request.user
+        ),
+        pk=pk,
+    )
+
+
+@login_required
+def run_detail(request, pk: int):
+    run = _own_run(request, pk)
+    if request.headers.get("Accept") == "application/json":
+        return JsonResponse(_run_json(run))
+    stored = run.messages.order_by("date", "id")[:500]
+    return render(
+        request,
+        "mailsessions/run_detail.html",
+        {
+            "run": run,
+            "operation": run.operation,
+            "session": run.operation.session,
+            "stored": stored,
+        },
+    )
+
+
+def _run_json(run: Run) -> dict:
+    return {
+        "id": run.pk,
+        "status": run.status,
+        "status_label": run.get_status_display(),
+        "done": run.done,
+        "error": run.error,
+        "counts": {
+            f: getattr(run, f)
+            for f in ("found", "read", "stored", "duplicates", "sent", "changed", "failed")
+        },
+        "duration_ms": run.duration_ms,
+    }
+
+
+@login_required
+def message_list(request, pk: int):
+    session = _own_session(request, pk)
+    stored = session.messages.order_by("-date", "-id")
+    query = request.GET.get("q", "").strip()
+    if query:
+        stored = stored.filter(subject__icontains=query) | stored.filter(from_addr__icontains=query)
+    return render(
+        request,
+        "mailsessions/message_list.html",
+        {"session": session, "stored": stored[:200], "query": query},
+    )
+
+
+def _own_message(request, pk: int) -> StoredMessage:
+    return get_object_or_404(
+        StoredMessage.objects.select_related("session").filter(session__owner=request.user), pk=pk
+    )
+
+
+@login_required
+def message_detail(request, pk: int):
+    message = _own_message(request, pk)
+    return render(
+        request,
+        "mailsessions/message_detail.html",
+        {"message": message, "session": message.session, "attachments": message.attachments.all()},
+    )
+
+
+@login_required
+def message_raw(request, pk: int):
+    message = _own_message(request, pk)
+    if not message.raw:
+        raise Http404
+    return FileResponse(
+        message.raw.open("rb"),
+        as_attachment=True,
+        filename=f"message-{message.pk}.eml",
+        content_type="message/rfc822",
+    )
+
+
+@login_required
+def attachment_download(request, pk: int):
+    attachment = get_object_or_404(
+        StoredAttachment.objects.filter(message__session__owner=request.user), pk=pk
+    )
+    if not attachment.file:
+        raise Http404
+    # Always a download, never rendered inline: the content is untrusted.
+    return FileResponse(
+        attachment.file.open("rb"),
+        as_attachment=True,
+        filename=safe_filename(attachment.filename or "attachment"),
+        content_type="application/octet-stream",
     )

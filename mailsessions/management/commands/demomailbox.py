@@ -9,6 +9,7 @@ import threading
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError
 
 from mailsessions.demo import DEMO_USER, DemoMailServer, DemoPorts, ensure_demo_session
 
@@ -67,14 +68,23 @@ class Command(BaseCommand):
     def _give_session(self, server: DemoMailServer) -> None:
         if not server.imap_server:
             return
-        owner = get_user_model().objects.filter(is_superuser=True).order_by("pk").first()
+        try:
+            owner = get_user_model().objects.filter(is_superuser=True).order_by("pk").first()
+        except DatabaseError as exc:
+            self.stderr.write(f"No demo session: the database is not ready ({exc}).")
+            return
         if owner is None:
             self.stdout.write(
                 "No superuser yet, so no demo session was created "
                 "(python manage.py firstrun creates one; restart the demo afterwards)."
             )
             return
-        session = ensure_demo_session(owner, server=server)
+        try:
+            session = ensure_demo_session(owner, server=server)
+        except DatabaseError as exc:
+            # The mailbox still works; only the shortcut in the app is missing.
+            self.stderr.write(f"Could not create the demo session ({exc}); run migrate first.")
+            return
         self.stdout.write(
             self.style.SUCCESS(f"“{session.name}” is ready for {owner.get_username()}.")
         )
@@ -91,3 +101,4 @@ class Command(BaseCommand):
         if server.seeded:
             lines.append(f"  seeded INBOX with {server.seeded} messages")
         self.stdout.write("\n".join(lines))
+        self.stdout.flush()  # honcho shows it now, not when the buffer fills

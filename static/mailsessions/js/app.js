@@ -134,6 +134,20 @@
     });
   }
 
+  // A run page reloads itself once the run is done, so counts and stored
+  // messages appear without the user pressing anything.
+  function pollRun(url) {
+    fetch(url, { headers: { "Accept": "application/json" }, credentials: "same-origin" })
+      .then(function (r) { return r.json(); })
+      .then(function (data) {
+        var badge = document.querySelector("[data-run-status]");
+        if (badge) { badge.textContent = data.status_label; badge.dataset.runStatus = data.status; }
+        if (data.done) { window.location.reload(); }
+        else { setTimeout(function () { pollRun(url); }, 700); }
+      })
+      .catch(function () { setTimeout(function () { pollRun(url); }, 3000); });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     var form = document.querySelector("[data-wizard-form]");
     if (form) {
@@ -142,5 +156,7 @@
       if (step === "outgoing") outgoing(form);
     }
     document.querySelectorAll("[data-test-panel]").forEach(testButtons);
+    var runBox = document.querySelector("[data-run-poll]");
+    if (runBox && runBox.dataset.runPoll) pollRun(runBox.dataset.runPoll);
   });
 })();
