@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import grp
+import hashlib
 import hmac
 import ipaddress
 import logging
@@ -236,6 +237,30 @@ def pymap_binary() -> str | None:
 # --- the server --------------------------------------------------------------
 
 
+def _reachable(directory: Path) -> Path:
+    """A directory Dovecot's unprivileged processes can reach.
+
+    As root, Dovecot's auth and mail processes run as other users and need
+    search permission on every parent of their files. A checkout under
+    /root or a private temp dir does not grant it: then the demo keeps its
+    files under /var/lib/mailsessions-demo/<hash of the path> instead.
+    """
+    if os.geteuid() != 0:
+        return directory
+    resolved = directory.resolve()
+    for parent in [*reversed(resolved.parents)]:
+        if parent.exists() and not parent.stat().st_mode & 0o001:
+            digest = hashlib.sha256(str(resolved).encode()).hexdigest()[:12]
+            fallback = Path("/var/lib/mailsessions-demo") / digest
+            fallback.parent.mkdir(parents=True, exist_ok=True)
+            fallback.parent.chmod(0o755)
+            logger.info(
+                "demo mail files live in %s (%s is not reachable by Dovecot)", fallback, parent
+            )
+            return fallback
+    return directory
+
+
 class DemoMailServer:
     """The demo mailbox: Dovecot (or pymap) for IMAP/POP3 plus SMTP that delivers into it.
 
@@ -253,7 +278,9 @@ class DemoMailServer:
         imap_server: str | None = None,
         seed: bool = True,
     ) -> None:
-        self.directory = Path(directory) if directory else Path(settings.VAR_DIR) / "demo"
+        self.directory = _reachable(
+            Path(directory) if directory else Path(settings.VAR_DIR) / "demo"
+        )
         self.ports = ports or DemoPorts.from_settings()
         self.host = HOST
         self.imap_server = imap_server or ""
