@@ -112,13 +112,25 @@ def runs_fail_stale(*, older_than: int = RUN_TIME_LIMIT + LEASE_MARGIN) -> int:
     A run that is still running after its hard time limit cannot be alive:
     the worker that ran it was killed or lost.
     """
-    cutoff = timezone.now() - dt.timedelta(seconds=older_than)
-    return Run.objects.filter(status=RunStatus.RUNNING, started__lt=cutoff).update(
+    now = timezone.now()
+    cutoff = now - dt.timedelta(seconds=older_than)
+    running = Run.objects.filter(status=RunStatus.RUNNING, started__lt=cutoff).update(
         status=RunStatus.FAILED,
-        finished=timezone.now(),
+        finished=now,
         error="The worker running this operation stopped before it finished "
         "(killed, restarted or out of time). Messages already stored are kept.",
     )
+    # A broker without redelivery (the SQLite default) can lose the message of
+    # a run whose worker died before taking it: never leave it queued for ever.
+    queued = Run.objects.filter(status=RunStatus.QUEUED, queued__lt=now - QUEUED_TOO_LONG).update(
+        status=RunStatus.FAILED,
+        finished=now,
+        error="No worker picked this run up in time. Is a Celery worker running?",
+    )
+    return running + queued
+
+
+QUEUED_TOO_LONG = dt.timedelta(hours=6)
 
 
 # --- schedules (django-celery-beat) --------------------------------------------

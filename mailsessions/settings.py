@@ -183,6 +183,11 @@ MAILSESSIONS_DEMO_POP3_PORT = envint("MAILSESSIONS_DEMO_POP3_PORT", "10110")
 MAILSESSIONS_DEMO_POP3S_PORT = envint("MAILSESSIONS_DEMO_POP3S_PORT", "10995")
 MAILSESSIONS_DEMO_SMTP_PORT = envint("MAILSESSIONS_DEMO_SMTP_PORT", "10587")
 
+# Without a broker server: kombu's SQLAlchemy transport on a SQLite file. It
+# was chosen over the filesystem transport because it takes each message in a
+# database transaction, so several worker processes never take the same one;
+# neither redelivers a message whose worker died (Redis does, see
+# visibility_timeout), which is why stale runs are reaped (runs.py).
 CELERY_BROKER_URL = envstr(
     "CELERY_BROKER_URL", f"sqla+sqlite:///{VAR_DIR / 'celery-broker.sqlite3'}"
 )
@@ -196,9 +201,11 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # An unacknowledged task (its worker died) is delivered again after this many
 # seconds; longer than the longest run (runs.RUN_TIME_LIMIT) so a live run is
 # never delivered twice.
-CELERY_BROKER_TRANSPORT_OPTIONS = {
-    "visibility_timeout": envint("CELERY_VISIBILITY_TIMEOUT", "3600"),
-}
+CELERY_BROKER_TRANSPORT_OPTIONS = (
+    {"visibility_timeout": envint("CELERY_VISIBILITY_TIMEOUT", "3600")}
+    if CELERY_BROKER_URL.startswith(("redis://", "rediss://"))
+    else {}
+)
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

@@ -239,7 +239,14 @@ def test_runs_left_running_by_a_dead_worker_are_failed(alice, alice_mailbox):
     fresh = Run.objects.create(
         operation=operation, status=RunStatus.RUNNING, started=timezone.now()
     )
-    assert runs.runs_fail_stale() == 1
+    lost = Run.objects.create(operation=operation)
+    Run.objects.filter(pk=lost.pk).update(queued=timezone.now() - dt.timedelta(hours=7))
+    waiting = Run.objects.create(operation=operation)
+    assert runs.runs_fail_stale() == 2
+    lost.refresh_from_db()
+    waiting.refresh_from_db()
+    assert lost.status == RunStatus.FAILED and "No worker picked this run up" in lost.error
+    assert waiting.status == RunStatus.QUEUED
     stale.refresh_from_db()
     fresh.refresh_from_db()
     assert stale.status == RunStatus.FAILED and "stopped before it finished" in stale.error
