@@ -341,19 +341,30 @@ def diagnose_incoming(
 def diagnose_outgoing(
     config: ServerConfig,
     *,
+    protocol: str = "smtp",
     send_to: str = "",
     sender: str = "",
     message: bytes = b"",
     on_stage=None,
     policy: TargetPolicy | None = None,
 ) -> Diagnosis:
-    """DNS → TCP → TLS → EHLO/STARTTLS → AUTH (or none) → optionally a test mail."""
-    host, port, security = config.host, config.port, config.security
-    diagnosis = Diagnosis(target=f"SMTP {host}:{port}", on_stage=on_stage)
-    backend: OutgoingBackend = get_backend_class("smtp")(config)  # type: ignore[assignment]
+    """DNS → TCP → TLS → EHLO/STARTTLS → AUTH (or none) → optionally a test mail.
+
+    ``protocol`` is "smtp", or "ews" for sessions that send through Exchange.
+    """
+    host, port, security = endpoint(protocol, config)
+    diagnosis = Diagnosis(target=f"{protocol.upper()} {host}:{port}", on_stage=on_stage)
+    backend: OutgoingBackend = get_backend_class(protocol)(config)  # type: ignore[assignment]
     try:
-        address = _common_stages(diagnosis, "smtp", host, port, security, config, policy)
+        address = _common_stages(diagnosis, protocol, host, port, security, config, policy)
         _connect_backend(diagnosis, backend, host, address, port, config)
+        if protocol != "smtp":
+            with diagnosis.stage("auth") as info:
+                backend.login()
+                info["message"] = f"logged in as {config.username}"
+            if send_to:
+                _send_stage(diagnosis, backend, message, sender, send_to)
+            return diagnosis
         with diagnosis.stage("capabilities") as info:
             mechanisms = getattr(backend, "auth_mechanisms", ())
             info["message"] = (
@@ -373,20 +384,24 @@ def diagnose_outgoing(
                     f"no authentication (as configured); the server accepts the sender ({said})"
                 )
         if send_to:
-            with diagnosis.stage("send") as info:
-                result = backend.send(message, sender=sender, recipients=[send_to])
-                if result.refused:
-                    raise BackendError(
-                        "the server refused "
-                        + "; ".join(f"{rcpt}: {why}" for rcpt, why in result.refused.items())
-                    )
-                info["message"] = f"sent to {send_to}; the server said: {result.reply}"
-                info["details"] = {"reply": result.reply}
+            _send_stage(diagnosis, backend, message, sender, send_to)
     except StageFailed:
         pass
     finally:
         backend.close()
     return diagnosis
+
+
+def _send_stage(diagnosis: Diagnosis, backend, message: bytes, sender: str, send_to: str) -> None:
+    with diagnosis.stage("send") as info:
+        result = backend.send(message, sender=sender, recipients=[send_to])
+        if result.refused:
+            raise BackendError(
+                "the server refused "
+                + "; ".join(f"{rcpt}: {why}" for rcpt, why in result.refused.items())
+            )
+        info["message"] = f"sent to {send_to}; the server said: {result.reply}"
+        info["details"] = {"reply": result.reply}
 
 
 def _common_stages(diagnosis, protocol, host, port, security, config, policy) -> str:

@@ -147,6 +147,7 @@ class OutgoingForm(PartForm):
     class Meta:
         model = MailSession
         fields = [
+            "out_via_ews",
             "out_host",
             "out_port",
             "out_encryption",
@@ -170,6 +171,7 @@ class OutgoingForm(PartForm):
         }
 
     field_order = [
+        "out_via_ews",
         "out_host",
         "out_port",
         "out_encryption",
@@ -187,6 +189,8 @@ class OutgoingForm(PartForm):
         super().__init__(*args, **kwargs)
         self.fields["out_encryption"].choices = self.fields["out_encryption"].choices[1:]
         self.fields["out_port"].widget.attrs["data-default-ports"] = _ports_json()
+        if self.mode != Mode.READ_SEND or self.instance.in_protocol != "ews":
+            self.fields["out_via_ews"].widget = forms.HiddenInput()
         if self.mode == Mode.SEND:
             # Nothing to differ from: the SMTP account is the only account.
             self.fields["out_use_different_credentials"].widget = forms.HiddenInput()
@@ -194,7 +198,7 @@ class OutgoingForm(PartForm):
 
     def password_required(self) -> bool:
         data = self.cleaned_data
-        if data.get("out_no_auth") or self.stored_password:
+        if data.get("out_via_ews") or data.get("out_no_auth") or self.stored_password:
             return False
         return self.mode == Mode.SEND or bool(data.get("out_use_different_credentials"))
 

@@ -137,6 +137,11 @@ class MailSession(models.Model):
         help_text="Sends mail and any password in clear text. Only for trusted networks.",
     )
     out_verify_certificate = models.BooleanField("Verify the server certificate", default=True)
+    out_via_ews = models.BooleanField(
+        "Send through Exchange (EWS)",
+        default=False,
+        help_text="Send with the Exchange account of the incoming settings instead of an SMTP server.",
+    )
     out_use_different_credentials = models.BooleanField("Use Different Credentials", default=False)
     out_no_auth = models.BooleanField("Use no authentication", default=False)
     out_username = models.CharField("User name", max_length=254, blank=True)
@@ -304,6 +309,20 @@ class MailSession(models.Model):
             ):
                 add("out_host", "A read-only session has no outgoing mail settings.")
             return errors
+        if self.out_via_ews:
+            if self.mode != Mode.READ_SEND or self.in_protocol != IncomingProtocol.EWS:
+                add(
+                    "out_via_ews",
+                    "Only a read-and-send Exchange (EWS) session can send through Exchange.",
+                )
+            self._check_email("out_sender", add)
+            self._check_email("test_mail_to", add)
+            if "out_sender" not in errors and not self.sender_address():
+                add(
+                    "out_sender",
+                    "Enter the sender address: the user name is not an e-mail address.",
+                )
+            return errors
         if not self.out_host:
             add("out_host", "Enter the SMTP server address.")
         if not self.out_encryption:
@@ -383,8 +402,14 @@ class MailSession(models.Model):
             email_address=self.ews_email or (self.in_username if "@" in self.in_username else ""),
         )
 
+    @property
+    def outgoing_protocol(self) -> str:
+        return IncomingProtocol.EWS.value if self.out_via_ews else "smtp"
+
     def outgoing_config(self) -> ServerConfig:
         """The SMTP server with the right credentials decrypted, for use now."""
+        if self.out_via_ews:
+            return self.incoming_config()
         if self.out_no_auth:
             username, password = "", ""
         elif self.out_has_own_credentials:
@@ -410,7 +435,9 @@ class MailSession(models.Model):
         parts = []
         if self.reads:
             parts.append(f"{self.in_host or self.ews_endpoint}:{self.in_port or ''}".rstrip(":"))
-        if self.sends:
+        if self.sends and self.out_via_ews:
+            parts.append("via Exchange")
+        elif self.sends:
             parts.append(f"{self.out_host}:{self.out_port or ''}".rstrip(":"))
         return " · ".join(parts)
 

@@ -40,6 +40,7 @@ from django.utils import timezone
 from mailsessions import policy
 from mailsessions.backends import get_backend_class
 from mailsessions.backends.base import BackendError, OutgoingBackend
+from mailsessions.diagnostics import endpoint
 from mailsessions.models import (
     Operation,
     OperationAttachment,
@@ -174,9 +175,10 @@ def _send(operation: Operation, plan: _Plan, tally: _Tally) -> None:
     session = operation.session
     batches = plan.batches(operation.send_individually)
     config = session.outgoing_config()
-    policy.ensure_allowed(config.host, config.port)
+    host, port, _ = endpoint(session.outgoing_protocol, config)
+    policy.ensure_allowed(host, port)
     try:
-        with get_backend_class("smtp")(config) as backend:
+        with get_backend_class(session.outgoing_protocol)(config) as backend:
             assert isinstance(backend, OutgoingBackend)
             for index, to in enumerate(batches):
                 if not getattr(backend, "connected", True):

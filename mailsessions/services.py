@@ -40,6 +40,7 @@ _INCOMING_DEFAULTS: dict[str, Any] = {
     "ews_email": "",
 }
 _OUTGOING_DEFAULTS: dict[str, Any] = {
+    "out_via_ews": False,
     "out_host": "",
     "out_port": None,
     "out_encryption": "",
@@ -98,7 +99,7 @@ def mail_session_save(
     if reads and in_password:
         session.set_in_password(in_password)
     if sends:
-        if session.out_no_auth or not session.out_has_own_credentials:
+        if session.out_via_ews or session.out_no_auth or not session.out_has_own_credentials:
             session.out_password_encrypted = ""
         elif out_password:
             session.set_out_password(out_password)
@@ -274,7 +275,12 @@ def _diagnose(test: ConnectionTest, payload: dict, progress):
         else b""
     )
     return diagnostics.diagnose_outgoing(
-        config, send_to=send_to, sender=payload["sender"], message=message, on_stage=progress
+        config,
+        protocol=payload["protocol"],
+        send_to=send_to,
+        sender=payload["sender"],
+        message=message,
+        on_stage=progress,
     )
 
 

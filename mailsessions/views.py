@@ -102,7 +102,7 @@ def start_test_response(request, *, kind: str, instance: MailSession, session: M
     else:
         if not instance.sends:
             return JsonResponse({"error": "This session does not send mail."}, status=400)
-        protocol, config = "smtp", instance.outgoing_config()
+        protocol, config = instance.outgoing_protocol, instance.outgoing_config()
         sender, send_to = instance.sender_address(), instance.test_mail_to
         if kind == TestKind.TEST_MAIL and not send_to:
             return JsonResponse(

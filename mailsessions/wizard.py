@@ -169,7 +169,7 @@ class MailSessionWizard(LoginRequiredMixin, SessionWizardView):
         if step == Step.OUTGOING and instance.reads:
             # The SMTP step may borrow the incoming account (an earlier step).
             earlier = self.get_cleaned_data_for_step(Step.INCOMING) or {}
-            for field in ("in_username", "ews_email"):
+            for field in ("in_protocol", "in_username", "ews_email"):
                 if field in earlier:
                     setattr(instance, field, earlier[field])
         return instance

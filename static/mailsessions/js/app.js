@@ -50,12 +50,15 @@
     var different = byName(form, "out_use_different_credentials");
     var noAuth = byName(form, "out_no_auth");
     var sendOnly = !different; // hidden for send-only sessions: the SMTP account is the only one
+    var viaEws = byName(form, "out_via_ews");
     function refresh() {
       var own = sendOnly || (different && different.checked);
       var none = noAuth && noAuth.checked;
-      toggle(form, "out_username", own || none);
-      toggle(form, "out_password", own && !none);
-      toggle(form, "out_allow_plaintext", checkedValue(form, "out_encryption") === "none");
+      var ews = viaEws && viaEws.checked;
+      ["out_host", "out_port", "out_encryption", "out_verify_certificate", "out_use_different_credentials", "out_no_auth"].forEach(function (n) { toggle(form, n, !ews); });
+      toggle(form, "out_username", !ews && (own || none));
+      toggle(form, "out_password", !ews && own && !none);
+      toggle(form, "out_allow_plaintext", !ews && checkedValue(form, "out_encryption") === "none");
     }
     form.addEventListener("change", refresh);
     refresh();
