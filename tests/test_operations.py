@@ -402,3 +402,35 @@ def test_a_worker_killed_mid_read_loses_and_duplicates_nothing(
     assert len(subjects) == total and len(set(subjects)) == total
     assert done.status == RunStatus.SUCCEEDED
     assert all("\\Seen" in m.flags for m in alice_mailbox.folder_messages("alice", "INBOX"))
+
+
+@pytest.mark.django_db
+def test_send_operation_takes_an_uploaded_attachment_within_the_cap(
+    alice_client, alice, media, settings
+):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from mailsessions.models import OperationAttachment
+
+    settings.MAILSESSIONS_MAX_UPLOAD_SIZE = 1000
+    session = make_session(alice, mode=Mode.READ_SEND)
+    url = reverse("mailsessions:operation-create", args=[session.pk, "send"])
+    data = {
+        "name": "Report",
+        "send_to": "Bob <bob@example.test>",
+        "send_subject": "Report",
+        "reference_mode": "none",
+        "schedule_kind": "none",
+    }
+    too_big = SimpleUploadedFile("big.bin", b"x" * 1001)
+    response = alice_client.post(url, {**data, "add_attachment": too_big})
+    assert "at most" in " ".join(response.context["form"].errors["add_attachment"])
+    assert Operation.objects.count() == 0
+    upload = SimpleUploadedFile(
+        "../../Bericht März.pdf", b"%PDF-1.4 small", content_type="application/pdf"
+    )
+    response = alice_client.post(url, {**data, "add_attachment": upload})
+    assert response.status_code == 302
+    attachment = OperationAttachment.objects.get()
+    assert attachment.filename == "Bericht März.pdf" and attachment.size == 14
+    assert Path(attachment.file.path).resolve().is_relative_to(Path(media).resolve())
