@@ -68,3 +68,22 @@ def test_admin_lists_sessions_for_staff_only(alice_client, carol_client, alice):
     assert alice_client.get("/admin/mailsessions/mailsession/").status_code == 302
     body = carol_client.get("/admin/mailsessions/mailsession/?q=example").content.decode()
     assert "Support inbox" in body
+
+
+def test_list_page_query_count_does_not_grow_with_sessions(
+    alice_client, alice, django_assert_max_num_queries
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def queries_for_list() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            assert alice_client.get(reverse("mailsessions:session-list")).status_code == 200
+        return len(captured)
+
+    for i in range(3):
+        make_session(alice, name=f"Inbox {i}")
+    few = queries_for_list()
+    for i in range(3, 40):
+        make_session(alice, name=f"Inbox {i}")
+    assert queries_for_list() == few
