@@ -24,7 +24,8 @@ services: system-deps
 
 run: system-deps deps
 	$(BIN)/python manage.py migrate --noinput
-	$(BIN)/python manage.py firstrun
+	$(BIN)/python manage.py createcachetable
+	$(BIN)/python manage.py firstrun --url http://127.0.0.1:$${WEB_PORT:-8000}/
 	$(BIN)/honcho -f Procfile start
 
 lint: deps

@@ -3,6 +3,8 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin
 from django.db import models
+from django.utils.decorators import method_decorator
+from django.views.decorators.debug import sensitive_post_parameters
 
 from mailsessions.forms import PasswordField
 from mailsessions.models import ConnectionTest, MailSession, Operation, Run, StoredMessage
@@ -108,6 +110,10 @@ class MailSessionAdmin(admin.ModelAdmin):
         ),
         (None, {"fields": ["created", "updated"]}),
     ]
+
+    @method_decorator(sensitive_post_parameters("new_in_password", "new_out_password"))
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        return super().changeform_view(request, object_id, form_url, extra_context)
 
     @admin.display(boolean=True, description="Incoming password stored")
     def has_in_password(self, obj):

@@ -13,6 +13,7 @@ from functools import cache
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.views.decorators.debug import sensitive_variables
 
 
 class DecryptionError(Exception):
@@ -34,6 +35,7 @@ def fernet() -> MultiFernet:
     return _fernet(tuple(settings.MAILSESSIONS_ENCRYPTION_KEYS))
 
 
+@sensitive_variables("plaintext")
 def encrypt(plaintext: str) -> str:
     if not plaintext:
         return ""

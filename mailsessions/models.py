@@ -14,6 +14,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import models
 from django.urls import reverse
+from django.views.decorators.debug import sensitive_variables
 
 from mailsessions import crypto
 from mailsessions.backends.base import Security, ServerConfig
@@ -212,9 +213,11 @@ class MailSession(models.Model):
 
     # --- credentials ------------------------------------------------------
 
+    @sensitive_variables("plaintext")
     def set_in_password(self, plaintext: str) -> None:
         self.in_password_encrypted = crypto.encrypt(plaintext)
 
+    @sensitive_variables("plaintext")
     def set_out_password(self, plaintext: str) -> None:
         self.out_password_encrypted = crypto.encrypt(plaintext)
 
@@ -279,6 +282,7 @@ class MailSession(models.Model):
             add("in_host", "Enter the server address.")
         if not self.in_username:
             add("in_username", "Enter the user account.")
+        self._check_no_breaks("in_username", add)
         if self.in_protocol == IncomingProtocol.EWS:
             if not self.ews_auth_type:
                 add("ews_auth_type", "Choose how to authenticate with Exchange.")
@@ -346,11 +350,19 @@ class MailSession(models.Model):
         elif self.out_has_own_credentials and not self.out_username:
             add("out_username", "Enter the user name for the SMTP server.")
         self._check_host("out_host", add)
+        self._check_no_breaks("out_username", add)
         self._check_email("out_sender", add)
         self._check_email("test_mail_to", add)
         if "out_sender" not in errors and not self.sender_address():
             add("out_sender", "Enter the sender address: the user name is not an e-mail address.")
         return errors
+
+    def _check_no_breaks(self, field: str, add) -> None:
+        # A line break in a user name would be sent as a second protocol command.
+        try:
+            validate_no_header_injection(getattr(self, field))
+        except ValidationError as exc:
+            add(field, exc.messages[0])
 
     def _check_host(self, field: str, add) -> None:
         value = getattr(self, field)
@@ -406,6 +418,7 @@ class MailSession(models.Model):
     def outgoing_protocol(self) -> str:
         return IncomingProtocol.EWS.value if self.out_via_ews else "smtp"
 
+    @sensitive_variables("password")
     def outgoing_config(self) -> ServerConfig:
         """The SMTP server with the right credentials decrypted, for use now."""
         if self.out_via_ews:

@@ -14,6 +14,7 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 
 from mailsessions import crypto
 from mailsessions.backends.base import Security, ServerConfig
@@ -55,7 +56,7 @@ _OUTGOING_DEFAULTS: dict[str, Any] = {
 }
 
 
-@transaction.atomic
+@sensitive_variables("in_password", "out_password")
 def mail_session_save(
     *,
     owner,
@@ -73,39 +74,41 @@ def mail_session_save(
     longer uses are cleared (a read-only session keeps no SMTP password).
     Raises ``ValidationError`` when the combination breaks a model rule.
     """
-    session = instance if instance is not None else MailSession(owner=owner)
-    if instance is not None:
-        session = MailSession.objects.select_for_update().get(pk=instance.pk)
-    session.name = name
-    session.mode = mode
-    reads = mode in (Mode.READ_SEND, Mode.READ)
-    sends = mode in (Mode.READ_SEND, Mode.SEND)
+    # Not @transaction.atomic: a decorator frame would show the passwords in error reports.
+    with transaction.atomic():
+        session = instance if instance is not None else MailSession(owner=owner)
+        if instance is not None:
+            session = MailSession.objects.select_for_update().get(pk=instance.pk)
+        session.name = name
+        session.mode = mode
+        reads = mode in (Mode.READ_SEND, Mode.READ)
+        sends = mode in (Mode.READ_SEND, Mode.SEND)
 
-    for field, default in _INCOMING_DEFAULTS.items():
-        if not reads:
-            setattr(session, field, default)
-        elif incoming is not None and field in incoming:
-            setattr(session, field, incoming[field])
-    for field, default in _OUTGOING_DEFAULTS.items():
-        if not sends:
-            setattr(session, field, default)
-        elif outgoing is not None and field in outgoing:
-            setattr(session, field, outgoing[field])
+        for field, default in _INCOMING_DEFAULTS.items():
+            if not reads:
+                setattr(session, field, default)
+            elif incoming is not None and field in incoming:
+                setattr(session, field, incoming[field])
+        for field, default in _OUTGOING_DEFAULTS.items():
+            if not sends:
+                setattr(session, field, default)
+            elif outgoing is not None and field in outgoing:
+                setattr(session, field, outgoing[field])
 
-    if reads and incoming is not None and incoming.get("in_port") is None:
-        session.in_port = None  # save() fills in the protocol's default
-    if sends and outgoing is not None and outgoing.get("out_port") is None:
-        session.out_port = None
-    if reads and in_password:
-        session.set_in_password(in_password)
-    if sends:
-        if session.out_via_ews or session.out_no_auth or not session.out_has_own_credentials:
-            session.out_password_encrypted = ""
-        elif out_password:
-            session.set_out_password(out_password)
-    session.full_clean(exclude=["owner"])
-    session.save()
-    return session
+        if reads and incoming is not None and incoming.get("in_port") is None:
+            session.in_port = None  # save() fills in the protocol's default
+        if sends and outgoing is not None and outgoing.get("out_port") is None:
+            session.out_port = None
+        if reads and in_password:
+            session.set_in_password(in_password)
+        if sends:
+            if session.out_via_ews or session.out_no_auth or not session.out_has_own_credentials:
+                session.out_password_encrypted = ""
+            elif out_password:
+                session.set_out_password(out_password)
+        session.full_clean(exclude=["owner"])
+        session.save()
+        return session
 
 
 def mail_session_delete(*, session: MailSession) -> None:
@@ -138,6 +141,7 @@ def _test_message(*, sender: str, to: str, session_name: str) -> bytes:
     return message.as_bytes()
 
 
+@sensitive_variables("config", "payload")
 def connection_test_start(
     *,
     owner,
@@ -185,6 +189,7 @@ def connection_test_start(
     return test
 
 
+@sensitive_variables("payload")
 def connection_test_run(*, test_id) -> ConnectionTest:
     """Run a recorded test, saving each stage as it completes.
 
@@ -260,6 +265,7 @@ def mail_session_record_test(
     )
 
 
+@sensitive_variables("payload", "config")
 def _diagnose(test: ConnectionTest, payload: dict, progress):
     from mailsessions import diagnostics
 

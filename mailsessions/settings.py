@@ -122,6 +122,22 @@ WHITENOISE_AUTOREFRESH = DEBUG
 MEDIA_ROOT = Path(envstr("MEDIA_ROOT", str(VAR_DIR / "media")))
 MEDIA_URL = "/media/"
 
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    # Failed sign-ins (mailsessions.auth), shared by every web process.
+    # Created by `manage.py createcachetable` (make run and compose's migrate run it).
+    "logins": {
+        "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+        "LOCATION": "mailsessions_login_failures",
+    },
+}
+MAILSESSIONS_LOGIN_CACHE = "logins"
+MAILSESSIONS_LOGIN_FAILURES_PER_USER = envint("MAILSESSIONS_LOGIN_FAILURES_PER_USER", "5")
+MAILSESSIONS_LOGIN_FAILURES_PER_IP = envint("MAILSESSIONS_LOGIN_FAILURES_PER_IP", "20")
+MAILSESSIONS_LOGIN_WINDOW = envint("MAILSESSIONS_LOGIN_WINDOW", "300")
+# Reverse proxies whose X-Forwarded-For entries are trusted (compose puts one in front).
+MAILSESSIONS_TRUSTED_PROXIES = envint("MAILSESSIONS_TRUSTED_PROXIES", "1" if PRODUCTION else "0")
+
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "mailsessions:session-list"
 LOGOUT_REDIRECT_URL = "login"
@@ -170,6 +186,27 @@ MAILSESSIONS_ALLOW_LOOPBACK = envbool(
     "MAILSESSIONS_ALLOW_LOOPBACK", "False" if PRODUCTION else "True"
 )
 MAILSESSIONS_ALLOWED_PORTS = [int(p) for p in envlist("MAILSESSIONS_ALLOWED_PORTS")]
+# First retry of a transient failure waits this long; each retry doubles it (capped).
+MAILSESSIONS_RETRY_BASE_SECONDS = envint("MAILSESSIONS_RETRY_BASE_SECONDS", "10")
+# E-mail the owner when a schedule's runs keep failing (operations.py).
+MAILSESSIONS_NOTIFY_FAILING = envbool("MAILSESSIONS_NOTIFY_FAILING", "True")
+# Optional absolute URL of the app, for links in notices (e.g. https://mail.example.org).
+MAILSESSIONS_SITE_URL = envstr("MAILSESSIONS_SITE_URL", "")
+# The site's own SMTP settings: used for notices when a session cannot send them.
+EMAIL_BACKEND = envstr(
+    "EMAIL_BACKEND",
+    "django.core.mail.backends.smtp.EmailBackend"
+    if PRODUCTION
+    else "django.core.mail.backends.console.EmailBackend",
+)
+EMAIL_HOST = envstr("EMAIL_HOST", "localhost")
+EMAIL_PORT = envint("EMAIL_PORT", "25")
+EMAIL_HOST_USER = envstr("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = envstr("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = envbool("EMAIL_USE_TLS", "False")
+EMAIL_USE_SSL = envbool("EMAIL_USE_SSL", "False")
+EMAIL_TIMEOUT = envint("EMAIL_TIMEOUT", "15")
+DEFAULT_FROM_EMAIL = envstr("DEFAULT_FROM_EMAIL", "mailsessions@localhost")
 # Connection tests and test mails a user may start per minute.
 MAILSESSIONS_TEST_RATE_PER_MINUTE = envint("MAILSESSIONS_TEST_RATE_PER_MINUTE", "10")
 # Largest file a user may attach to a Send Mail operation (bytes).

@@ -6,6 +6,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 
 from mailsessions import health, views
+from mailsessions.auth import RateLimitedLoginView
 from mailsessions.wizard import MailSessionWizard
 
 app_patterns = [
@@ -31,7 +32,7 @@ app_patterns = [
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="mailsessions:session-list", permanent=False)),
     path("sessions/", include((app_patterns, "mailsessions"))),
-    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/login/", RateLimitedLoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("healthz", health.healthz, name="healthz"),

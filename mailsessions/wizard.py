@@ -12,8 +12,10 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth.mixins import LoginRequiredMixin
 from django.db import transaction
-from django.http import JsonResponse
+from django.http import HttpResponseBadRequest, JsonResponse
 from django.shortcuts import get_object_or_404, redirect
+from django.utils.decorators import method_decorator
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from formtools.wizard.storage.session import SessionStorage
 from formtools.wizard.views import SessionWizardView
 
@@ -47,6 +49,7 @@ def _is_secret(key: str) -> bool:
 class EncryptedSessionStorage(SessionStorage):
     """SessionStorage that never writes a password value in plaintext."""
 
+    @method_decorator(sensitive_variables())
     def set_step_data(self, step, cleaned_data):
         super().set_step_data(step, cleaned_data)
         data = self.data[self.step_data_key][step]
@@ -54,6 +57,7 @@ class EncryptedSessionStorage(SessionStorage):
             if _is_secret(key):
                 data[key] = [_SECRET_MARK + crypto.encrypt(v) if v else "" for v in values]
 
+    @method_decorator(sensitive_variables())
     def get_step_data(self, step):
         values = super().get_step_data(step)
         if values is None:
@@ -91,6 +95,7 @@ def show_outgoing(wizard) -> bool:
     return _mode_of(wizard) in (Mode.READ_SEND, Mode.SEND)
 
 
+@method_decorator(sensitive_post_parameters(), name="dispatch")
 class MailSessionWizard(LoginRequiredMixin, SessionWizardView):
     """Creates a session, or edits one when the URL names it."""
 
@@ -113,11 +118,15 @@ class MailSessionWizard(LoginRequiredMixin, SessionWizardView):
         return super().dispatch(request, *args, **kwargs)
 
     def post(self, *args, **kwargs):
+        posted_step = self.request.POST.get(f"{self.prefix}-current_step")
+        if posted_step is not None and posted_step not in self.get_form_list():
+            return HttpResponseBadRequest("Unknown wizard step.")
         kind = self.request.POST.get("wizard_test")
         if kind:
             return self._start_test(kind)
         return super().post(*args, **kwargs)
 
+    @method_decorator(sensitive_variables("earlier", "form", "instance"))
     def _start_test(self, kind: str):
         """Test the current step's unsaved data (the Test buttons post here)."""
         from mailsessions.views import start_test_response
@@ -137,7 +146,8 @@ class MailSessionWizard(LoginRequiredMixin, SessionWizardView):
         else:
             if form.cleaned_data.get("out_password"):
                 instance.set_out_password(form.cleaned_data["out_password"])
-            earlier = self.get_cleaned_data_for_step(Step.INCOMING) or {}
+            # A send-only session has no incoming step (formtools raises KeyError for it).
+            earlier = instance.reads and self.get_cleaned_data_for_step(Step.INCOMING) or {}
             if earlier.get("in_password"):
                 instance.set_in_password(earlier["in_password"])
         return start_test_response(self.request, kind=kind, instance=instance, session=self.object)
@@ -245,6 +255,7 @@ class MailSessionWizard(LoginRequiredMixin, SessionWizardView):
             sections.append((STEP_TITLES[step], rows))
         return sections
 
+    @method_decorator(sensitive_variables("passwords", "parts"))
     def done(self, form_list, form_dict, **kwargs):
         mode = form_dict[Step.MODE].cleaned_data["mode"]
         parts = {}

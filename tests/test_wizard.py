@@ -317,3 +317,27 @@ def test_conditions_read_only_the_mode_step(rf, alice):
     assert show_outgoing(Probe(Mode.SEND)) and not show_incoming(Probe(Mode.SEND))
     assert show_incoming(Probe(Mode.READ_SEND)) and show_outgoing(Probe(Mode.READ_SEND))
     assert MailSessionWizard.condition_dict[Step.INCOMING] is show_incoming
+
+
+def test_send_only_wizard_can_start_a_test_mail_without_an_incoming_step(alice_client):
+    """Regression: the Outgoing step's test asked formtools for the skipped Incoming step."""
+    from mailsessions.models import ConnectionTest
+    from tests.wizard_walk import NEW_PREFIX, step_payload
+
+    alice_client.get(reverse("mailsessions:session-create"))
+    post_step(alice_client, Step.MODE, {"mode": Mode.SEND})
+    data = {**OUTGOING_SMTP, "out_username": "robot@example.test", "out_password": "Smtp-Pw-77"}
+    payload = step_payload(NEW_PREFIX, Step.OUTGOING, data)
+    response = alice_client.post(
+        reverse("mailsessions:session-create"), {**payload, "wizard_test": "test_mail"}
+    )
+    assert response.status_code == 202, response.content
+    assert ConnectionTest.objects.get().kind == "test_mail"
+
+
+def test_an_unknown_posted_step_is_refused_not_a_500(alice_client):
+    alice_client.get(reverse("mailsessions:session-create"))
+    response = alice_client.post(
+        reverse("mailsessions:session-create"), {"mail_session_wizard_new-current_step": "0"}
+    )
+    assert response.status_code == 400

@@ -116,6 +116,9 @@
         body.set("wizard_test", b.dataset.testKind);
         b.disabled = true;
         target.textContent = "Queued…";
+        // A new test replaces the stored result shown above the buttons.
+        var last = document.querySelector("[data-last-test]");
+        if (last) last.classList.add("hidden");
         fetch(b.dataset.testAction, {
           method: "POST", body: body, credentials: "same-origin",
           headers: { "X-CSRFToken": csrf(), "Accept": "application/json" }
