@@ -180,7 +180,14 @@ def safe_filename(name: str) -> str:
         ext = ext[:20]  # an "extension" longer than this is not one
         keep = MAX_FILENAME_LENGTH - (len(ext) + 1 if ext else 0)
         name = f"{stem[:keep].rstrip('. ')}.{ext}" if ext else stem[:MAX_FILENAME_LENGTH]
+    # Storage keeps only word characters, "-" and "."; a name of symbols alone
+    # ("€", "☃☃") would leave nothing, so it becomes "attachment" (+ extension).
+    if not _STORABLE_RE.search(stem if dot else name):
+        return f"attachment.{ext}" if dot and _STORABLE_RE.search(ext) else "attachment"
     return name or "attachment"
+
+
+_STORABLE_RE = re.compile(r"(?u)\w")
 
 
 # --- the walk -----------------------------------------------------------------

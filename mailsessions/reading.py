@@ -25,12 +25,14 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
+from django.core.exceptions import SuspiciousFileOperation
 from django.core.files.base import ContentFile
 from django.db import DatabaseError, transaction
-from django.db.models import BigIntegerField, Max
-from django.db.models.functions import Cast
+from django.db.models import BigIntegerField, CharField, Max, Value
+from django.db.models.functions import Cast, Concat
 from django.utils import timezone
 
 from mailsessions import mime, policy
@@ -140,7 +142,8 @@ def operation_read(*, run: Run) -> Run:
         raise
 
     run = _finish(run, tally, started, clock, error)
-    run.retryable = retryable and run.status == RunStatus.FAILED
+    # Retrying is safe after a partial read too: stored messages are skipped.
+    run.retryable = retryable and tally.failed == 0
     return run
 
 
@@ -208,35 +211,70 @@ def _read(operation: Operation, run: Run, tally: _Tally) -> None:
             tally.found = len(ids)
 
         step = max(1, backend.batch_size)
-        for start in range(0, len(ids), step):
-            batch = list(backend.fetch(folder, ids[start : start + step]))
-            tally.read += len(batch)
-            parsed = [
-                (
-                    fetched,
-                    mime.parse_message(
-                        fetched.raw,
-                        max_attachment_size=operation.attachment_size_cap,
-                        save_attachments=operation.save_attachments,
-                    ),
+        chunks = [ids[start : start + step] for start in range(0, len(ids), step)]
+        # One thread owns the connection while reading: it fetches batch k+1
+        # while this thread parses and stores batch k (socket reads and TLS
+        # release the GIL), and runs the after-read actions in order behind
+        # the fetches. Database work stays on this thread; at most two
+        # batches are in memory at once.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mail-read") as wire:
+            pending = wire.submit(_fetch_list, backend, folder, chunks[0]) if chunks else None
+            for index in range(len(chunks)):
+                batch = pending.result()
+                pending = (
+                    wire.submit(_fetch_list, backend, folder, chunks[index + 1])
+                    if index + 1 < len(chunks)
+                    else None
                 )
-                for fetched in batch
-            ]
-            if local:
-                parsed = [(f, p) for f, p in parsed if _matches(operation, p, local)]
-                if operation.max_count is not None:
-                    parsed = parsed[: operation.max_count - tally.found]
-                tally.found += len(parsed)
-            stored_ids = _store_batch(run, session, folder, uidvalidity, parsed, tally)
-            if stored_ids:
-                _after_read(backend, operation, folder, stored_ids, tally)
-            if local and operation.max_count is not None and tally.found >= operation.max_count:
-                break
+                if not _read_batch(
+                    operation, run, folder, uidvalidity, local, batch, tally, backend, wire
+                ):
+                    break
         commit = getattr(backend, "commit", None)
         if operation.after_read == AfterRead.DELETE and callable(commit):
             # POP3 deletes only at QUIT: confirm it here instead of in close(),
             # which cannot report a failure.
             commit()
+
+
+def _fetch_list(backend: IncomingBackend, folder: str, ids: list[str]) -> list[FetchedMessage]:
+    return list(backend.fetch(folder, ids))
+
+
+def _read_batch(
+    operation: Operation,
+    run: Run,
+    folder: str,
+    uidvalidity: int,
+    local: set[str],
+    batch: list[FetchedMessage],
+    tally: _Tally,
+    backend: IncomingBackend,
+    wire: ThreadPoolExecutor,
+) -> bool:
+    """Parse, store and act on one fetched batch; False when the limit is reached."""
+    session = operation.session
+    tally.read += len(batch)
+    parsed = [
+        (
+            fetched,
+            mime.parse_message(
+                fetched.raw,
+                max_attachment_size=operation.attachment_size_cap,
+                save_attachments=operation.save_attachments,
+            ),
+        )
+        for fetched in batch
+    ]
+    if local:
+        parsed = [(f, p) for f, p in parsed if _matches(operation, p, local)]
+        if operation.max_count is not None:
+            parsed = parsed[: operation.max_count - tally.found]
+        tally.found += len(parsed)
+    stored_ids = _store_batch(run, session, folder, uidvalidity, parsed, tally)
+    if stored_ids:
+        _after_read(backend, wire, operation, folder, stored_ids, tally)
+    return not (local and operation.max_count is not None and tally.found >= operation.max_count)
 
 
 def local_criteria(operation: Operation, server_side: frozenset[str] | None) -> set[str]:
@@ -384,7 +422,7 @@ def _store_batch(
         return []
     try:
         _store_together(run, session, folder, uidvalidity, new)
-    except (DatabaseError, OSError):
+    except (DatabaseError, OSError, SuspiciousFileOperation):
         # One bad message (or a concurrent run storing the same one) must not
         # cost the whole batch: store them one by one.
         logger.warning("storing a batch of %d failed; retrying one by one", len(new), exc_info=True)
@@ -392,7 +430,7 @@ def _store_batch(
         for item in new:
             try:
                 _store_together(run, session, folder, uidvalidity, [item])
-            except (DatabaseError, OSError):
+            except (DatabaseError, OSError, SuspiciousFileOperation):
                 already = StoredMessage.objects.filter(
                     session=session,
                     folder=folder,
@@ -430,7 +468,7 @@ def _store_together(
             attachments: list[StoredAttachment] = []
             for message, (fetched, p) in zip(messages, items, strict=True):
                 attachments += _write_files(message, fetched, p, written)
-            StoredMessage.objects.bulk_update(messages, ["raw"])
+            _save_raw_names(session, messages)
             StoredAttachment.objects.bulk_create(attachments)
     except BaseException:
         for file in written:
@@ -441,18 +479,42 @@ def _store_together(
         raise
 
 
+def _save_raw_names(session, messages: list[StoredMessage]) -> None:
+    """Record the raw file names: one UPDATE when the storage kept the usual
+    "<pk>.eml" names (bulk_update's CASE per row was a third of the store time)."""
+    if not messages:
+        return
+    prefix = StoredMessage._meta.get_field("raw").upload_to(messages[0], "")
+    usual = {m.pk for m in messages if m.raw.name == f"{prefix}{m.pk}.eml"}
+    if usual:
+        StoredMessage.objects.filter(pk__in=usual).update(
+            raw=Concat(Value(prefix), Cast("pk", CharField()), Value(".eml"))
+        )
+    odd = [m for m in messages if m.pk not in usual]
+    if odd:
+        StoredMessage.objects.bulk_update(odd, ["raw"])
+
+
 # --- after reading ----------------------------------------------------------------
 
 
 def _after_read(
     backend: IncomingBackend,
+    wire: ThreadPoolExecutor,
     operation: Operation,
     folder: str,
     ids: list[str],
     tally: _Tally,
 ) -> None:
-    """Apply the operation's after-read action to messages already stored."""
-    _apply_action(backend, operation.after_read, operation.move_to, folder, ids, tally)
+    """Apply the operation's after-read action to messages already stored.
+
+    The action runs on the connection's thread, after the fetch in flight.
+    """
+    if operation.after_read == AfterRead.LEAVE:
+        return
+    wire.submit(
+        _apply_action, backend, operation.after_read, operation.move_to, folder, ids, tally
+    ).result()
     StoredMessage.objects.filter(
         session=operation.session, folder=folder, server_id__in=ids
     ).update(pending_action="", pending_target="")

@@ -19,7 +19,6 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
-from django.core.exceptions import SuspiciousFileOperation
 
 from mailsessions import runs
 from mailsessions.models import Run, RunStatus, StoredAttachment, StoredMessage
@@ -195,11 +194,6 @@ def hostile_messages() -> list[tuple[str, bytes]]:
 # reading._store_batch does not catch: the run crashes on that message, and so
 # does every later run of the mailbox. Remove once mime.safe_filename falls
 # back to "attachment" for such names.
-SYMBOL_NAME_BUG = pytest.mark.xfail(
-    strict=True,
-    raises=SuspiciousFileOperation,
-    reason="mime.safe_filename returns a name with no letter/digit that Django refuses",
-)
 
 # Kinds that are broken in a way the decoder can always see.
 MUST_FLAG = {"boundary", "charset", "base64", "nested"}
@@ -216,7 +210,6 @@ def test_the_generator_is_deterministic():
     assert first == second and 1000 <= len(first) <= 2000
 
 
-@SYMBOL_NAME_BUG
 @pytest.mark.django_db
 def test_read_mail_stores_every_hostile_message_and_flags_the_broken_ones(
     alice, alice_mailbox, media
@@ -280,7 +273,6 @@ def _traversals(stored, kind_of):
             yield int(message.subject.split()[-1]), message
 
 
-@SYMBOL_NAME_BUG
 @pytest.mark.django_db
 def test_attachments_named_only_with_symbols_are_stored(alice, alice_mailbox, media):
     names = ["€", "\ufffd", "☃☃", "«».", "%%%"]

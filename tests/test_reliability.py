@@ -221,11 +221,6 @@ def test_a_broken_connection_mid_fetch_is_retried_and_stores_everything_once(
     assert f"retry: Retry in {_expected_countdown()}" in fast_worker.log
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="reading.operation_read returns retryable=False for a partly_failed run, "
-    "so a drop after the first batch was stored is not retried (see the report)",
-)
 @pytest.mark.django_db(transaction=True)
 def test_a_connection_dropped_after_the_first_batch_is_retried_too(
     alice, alice_mailbox, fast_worker
