@@ -154,7 +154,35 @@
       .catch(function () { setTimeout(function () { pollRun(url); }, 3000); });
   }
 
+  // Operation forms: show a field only when the choice it belongs to is made.
+  function operationForm(form) {
+    function value(name) {
+      var checked = form.querySelector('[name="' + name + '"]:checked');
+      if (checked) return checked.value;
+      var el = form.querySelector('select[name="' + name + '"]');
+      return el ? el.value : "";
+    }
+    function refresh() {
+      var schedule = value("schedule_kind");
+      toggle(form, "every_minutes", schedule === "interval");
+      ["cron_minute", "cron_hour", "cron_day_of_month", "cron_month_of_year", "cron_day_of_week"].forEach(function (n) {
+        toggle(form, n, schedule === "crontab");
+      });
+      toggle(form, "schedule_enabled", schedule !== "none");
+      toggle(form, "move_to", value("after_read") === "move");
+      var action = value("set_action");
+      toggle(form, "target_folder", action === "move" || action === "copy");
+      toggle(form, "create_folder", action === "move" || action === "copy");
+      var ref = value("reference_mode");
+      toggle(form, "reference_message", ref !== "" && ref !== "none");
+    }
+    form.addEventListener("change", refresh);
+    refresh();
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
+    var opForm = document.querySelector("[data-operation-form]");
+    if (opForm) operationForm(opForm);
     var form = document.querySelector("[data-wizard-form]");
     if (form) {
       var step = form.closest("[data-step]").dataset.step;
