@@ -208,7 +208,9 @@ def test_wizard_test_button(alice_c, kind, step, data):
 
 @FUZZ
 @given(
-    kind=st.text(alphabet=st.characters(codec="utf-8", exclude_characters="/"), min_size=1, max_size=30),
+    kind=st.text(
+        alphabet=st.characters(codec="utf-8", exclude_characters="/"), min_size=1, max_size=30
+    ),
     body=st.dictionaries(st.text(max_size=10), value, max_size=3),
 )
 def test_session_test_endpoint(alice_c, alice, kind, body):
