@@ -9,7 +9,11 @@ Keys of the input: ``workdir`` (scratch directory), ``database_url`` (or
 empty for a fresh SQLite file there), ``protocol`` ("imap" / "pop3"),
 ``port``, ``user``, ``password``; optional ``incremental`` (a number of new
 messages to APPEND through ``imap_port`` after the full read, then read
-again) and ``profile`` (a path to write a pyinstrument report to).
+again), ``profile`` (a path to write a pyinstrument report to),
+``rss_every`` (seconds: sample the resident set size through the read and
+report the samples) and ``tracemalloc`` (a number of lines: trace Python
+allocations during the read and report the peak and the biggest holders left
+at the end; slow, for finding what grows with N).
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ import json
 import os
 import resource
 import sys
+import threading
 import time
+import tracemalloc
 from pathlib import Path
 
 
@@ -90,7 +96,46 @@ def append_new(spec: dict, count: int) -> None:
 
 
 def maxrss_bytes() -> int:
+    """This process's peak resident set size.
+
+    VmHWM, not ``ru_maxrss``: Linux carries ``ru_maxrss`` across execve, so a
+    child started by a parent of 150 MiB reports at least 150 MiB, and the
+    bench parent grows with N (it has just run the naive reader over N
+    messages). VmHWM belongs to the address space the exec created.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class RssSampler(threading.Thread):
+    """Samples this process's resident set size every ``every`` seconds."""
+
+    def __init__(self, every: float) -> None:
+        super().__init__(daemon=True)
+        self.every = every
+        self.samples: list[tuple[float, int]] = []
+        self.done = threading.Event()
+        self.started_at = time.perf_counter()
+
+    def run(self) -> None:
+        while not self.done.wait(self.every):
+            self.samples.append((round(time.perf_counter() - self.started_at, 2), rss_bytes()))
+
+
+def top_allocations(before, after, lines: int) -> list[str]:
+    stats = after.compare_to(before, "lineno")
+    return [str(stat) for stat in stats[:lines]]
 
 
 def main(argv: list[str]) -> dict:
@@ -98,6 +143,13 @@ def main(argv: list[str]) -> dict:
     setup_django(Path(spec["workdir"]), spec.get("database_url", ""))
     operation = read_operation(spec)
     rss_before = maxrss_bytes()
+    sampler = None
+    if spec.get("rss_every"):
+        sampler = RssSampler(spec["rss_every"])
+        sampler.start()
+    if spec.get("tracemalloc"):
+        tracemalloc.start()
+        traced_before = tracemalloc.take_snapshot()
     profiler = None
     if spec.get("profile"):
         from pyinstrument import Profiler
@@ -118,6 +170,16 @@ def main(argv: list[str]) -> dict:
         "rss_before": rss_before,
         "maxrss": maxrss_bytes(),
     }
+    if sampler is not None:
+        sampler.done.set()
+        sampler.join()
+        out["rss_samples"] = sampler.samples
+    if spec.get("tracemalloc"):
+        out["traced_peak"] = tracemalloc.get_traced_memory()[1]
+        out["traced_left"] = top_allocations(
+            traced_before, tracemalloc.take_snapshot(), spec["tracemalloc"]
+        )
+        tracemalloc.stop()
     if spec.get("incremental"):
         append_new(spec, spec["incremental"])
         seconds, run = timed_read(operation)

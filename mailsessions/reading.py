@@ -32,6 +32,7 @@ from django.core.exceptions import SuspiciousFileOperation
 from django.core.files.base import ContentFile
 from django.db import DatabaseError, transaction
 from django.db.models import BigIntegerField, CharField, Max, Value
+from django.db.models.fields.files import FieldFile
 from django.db.models.functions import Cast, Concat
 from django.utils import timezone
 
@@ -460,14 +461,17 @@ def _store_together(
     """One transaction: the rows, then their files; files are removed on failure."""
     items = list(items)
     written: list = []
+    rows: list[StoredMessage | StoredAttachment] = []
     try:
         with transaction.atomic():
             messages = StoredMessage.objects.bulk_create(
                 [_message_row(run, session, folder, uidvalidity, f, p) for f, p in items]
             )
+            rows += messages
             attachments: list[StoredAttachment] = []
             for message, (fetched, p) in zip(messages, items, strict=True):
                 attachments += _write_files(message, fetched, p, written)
+            rows += attachments
             _save_raw_names(session, messages)
             StoredAttachment.objects.bulk_create(attachments)
     except BaseException:
@@ -477,6 +481,31 @@ def _store_together(
             except Exception:
                 logger.warning("could not remove %s after a failed batch", file.name)
         raise
+    finally:
+        _release(rows)
+
+
+# The file field of each stored model, by model.
+_FILE_FIELDS = {StoredMessage: "raw", StoredAttachment: "file"}
+
+
+def _release(rows: Iterable[StoredMessage | StoredAttachment]) -> None:
+    """Break the cycle row -> FieldFile -> row, so a stored batch is freed at once.
+
+    Django caches the FieldFile of a file field in the instance's ``__dict__``
+    and the FieldFile points back at the instance. Such cycles (each message
+    row holding its decoded bodies) are freed only by a full garbage
+    collection, which with Django's ~70,000 long-lived objects comes after
+    many batches: a worker's peak grew by ~30 MiB from 1,000 to 10,000
+    messages. Putting the plain file name back (what the descriptor stores
+    before first access) leaves the row usable and reference counting frees
+    it as soon as the batch is done.
+    """
+    for row in rows:
+        name = _FILE_FIELDS[type(row)]
+        value = row.__dict__.get(name)
+        if isinstance(value, FieldFile):
+            row.__dict__[name] = value.name
 
 
 def _save_raw_names(session, messages: list[StoredMessage]) -> None:

@@ -12,8 +12,10 @@ Order of things:
    any connection: data can reach an Operation through the admin or the API
    without ``full_clean()``;
 2. plan the messages (one, or one per To address with ``send_individually``);
-3. open ONE SMTP connection and send every message on it, building each one
-   only when it is sent (MIME by ``email.message.EmailMessage``, never by hand).
+3. open ONE SMTP connection and send every message on it. MIME is built by
+   ``email.message.EmailMessage``, never by hand: the body and the common
+   headers once per run, per message only To, Date and Message-ID (folded by
+   the same ``email`` policy).
 
 Counts: ``sent`` = messages the server accepted (for at least one recipient),
 ``failed`` = messages not sent. Recipients the server refused while others of
@@ -177,6 +179,7 @@ def _send(operation: Operation, plan: _Plan, tally: _Tally) -> None:
     config = session.outgoing_config()
     host, port, _ = endpoint(session.outgoing_protocol, config)
     policy.ensure_allowed(host, port)
+    builder = _Builder(plan)
     try:
         with get_backend_class(session.outgoing_protocol)(config) as backend:
             assert isinstance(backend, OutgoingBackend)
@@ -185,7 +188,7 @@ def _send(operation: Operation, plan: _Plan, tally: _Tally) -> None:
                     # The connection is gone: what is left was not sent.
                     tally.failed += len(batches) - index
                     break
-                _send_one(backend, plan, to, tally)
+                _send_one(backend, plan, builder, to, tally)
     except BackendError:
         # Opening failed (refused connection, TLS, bad password): nothing went out.
         tally.failed += len(batches) - tally.sent - tally.failed
@@ -193,10 +196,14 @@ def _send(operation: Operation, plan: _Plan, tally: _Tally) -> None:
 
 
 def _send_one(
-    backend: OutgoingBackend, plan: _Plan, to: list[tuple[str, str]], tally: _Tally
+    backend: OutgoingBackend,
+    plan: _Plan,
+    builder: _Builder,
+    to: list[tuple[str, str]],
+    tally: _Tally,
 ) -> None:
     recipients = list(dict.fromkeys(_ascii_address(a) for _n, a in (*to, *plan.cc, *plan.bcc)))
-    message = _build(plan, to)
+    message = builder.build(to)
     try:
         result = backend.send(message, sender=_ascii_address(plan.sender), recipients=recipients)
     except BackendError as exc:
@@ -372,35 +379,111 @@ def _cte(text: str) -> str | None:
     return None if text.isascii() else "quoted-printable"
 
 
-def _build(plan: _Plan, to: list[tuple[str, str]]) -> bytes:
-    """One RFC 5322 message; ``email`` encodes non-ASCII names and text."""
-    everyone = [plan.sender, *(a for _n, a in (*to, *plan.cc, *plan.reply_to))]
-    utf8 = not all(_ascii_address(a).isascii() for a in everyone)
-    msg_policy = email_policy.SMTPUTF8 if utf8 else email_policy.SMTP
-    message = EmailMessage(policy=msg_policy)
-    message["From"] = _header_addresses([("", plan.sender)])
-    if to:
-        message["To"] = _header_addresses(to)
-    if plan.cc:
-        message["Cc"] = _header_addresses(plan.cc)
-    if plan.reply_to:
-        message["Reply-To"] = _header_addresses(plan.reply_to)
-    # Bcc stays in the envelope only.
-    message["Subject"] = plan.subject
-    message["Date"] = format_datetime(timezone.now())
-    message["Message-ID"] = make_msgid(domain=_ascii_address(plan.sender).rpartition("@")[2])
-    if plan.in_reply_to:
-        message["In-Reply-To"] = plan.in_reply_to
-        message["References"] = plan.references
-    message.set_content(plan.text_body or "", cte=_cte(plan.text_body))
-    if plan.html_body:
-        message.add_alternative(plan.html_body, subtype="html", cte=_cte(plan.html_body))
-    for filename, content_type, data in plan.attachments:
-        maintype, _, subtype = content_type.partition("/")
-        if maintype in ("", "message", "multipart") or not subtype:
-            maintype, subtype = "application", "octet-stream"
-        message.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
-    if plan.forward_raw is not None:
-        original = BytesParser(policy=email_policy.compat32).parsebytes(plan.forward_raw)
-        message.add_attachment(original, subtype="rfc822", disposition="attachment")
-    return message.as_bytes()
+class _Builder:
+    """Builds the messages of one run.
+
+    What every message shares is built once per policy (the MIME body with its
+    attachments, From, Cc, Reply-To, Subject, threading headers) by
+    ``EmailMessage``; per message only To, Date and Message-ID are folded, by
+    the same policy (``email`` encodes non-ASCII names), and joined in the
+    usual header order. Building the whole message each time was two thirds
+    of the run's time against a local server.
+    """
+
+    def __init__(self, plan: _Plan) -> None:
+        self.plan = plan
+        self.domain = _ascii_address(plan.sender).rpartition("@")[2]
+        common = [plan.sender, *(a for _n, a in (*plan.cc, *plan.reply_to))]
+        self.common_utf8 = not all(_ascii_address(a).isascii() for a in common)
+        self._parts: dict[bool, tuple[bytes, bytes, bytes]] = {}
+        self._date: tuple[int, dict[bool, bytes]] = (-1, {})
+
+    def build(self, to: list[tuple[str, str]]) -> bytes:
+        """One RFC 5322 message to ``to`` (the envelope adds Cc and Bcc)."""
+        utf8 = self.common_utf8 or not all(_ascii_address(a).isascii() for _n, a in to)
+        msg_policy = email_policy.SMTPUTF8 if utf8 else email_policy.SMTP
+        lead, middle, rest = self._common(utf8, msg_policy)
+        message_id = make_msgid(domain=self.domain)
+        return b"".join(
+            (
+                lead,
+                _fold_to(msg_policy, to) if to else b"",
+                middle,
+                self._folded_date(utf8, msg_policy),
+                _fold_plain(msg_policy, "Message-ID", message_id),
+                rest,
+            )
+        )
+
+    def _folded_date(self, utf8: bool, msg_policy: email_policy.EmailPolicy) -> bytes:
+        # The Date header has one-second resolution: fold it once per second.
+        now = timezone.now().replace(microsecond=0)
+        second = int(now.timestamp())
+        if self._date[0] != second:
+            self._date = (second, {})
+        folded = self._date[1]
+        if utf8 not in folded:
+            folded[utf8] = _fold(msg_policy, "Date", format_datetime(now))
+        return folded[utf8]
+
+    def _common(
+        self, utf8: bool, msg_policy: email_policy.EmailPolicy
+    ) -> tuple[bytes, bytes, bytes]:
+        """(From, Cc + Reply-To + Subject, threading + MIME headers + body), folded."""
+        if utf8 in self._parts:
+            return self._parts[utf8]
+        plan = self.plan
+        lead = _fold(msg_policy, "From", _header_addresses([("", plan.sender)]))
+        middle = b""
+        if plan.cc:
+            middle += _fold(msg_policy, "Cc", _header_addresses(plan.cc))
+        if plan.reply_to:
+            middle += _fold(msg_policy, "Reply-To", _header_addresses(plan.reply_to))
+        # Bcc stays in the envelope only.
+        middle += _fold(msg_policy, "Subject", plan.subject)
+        body = EmailMessage(policy=msg_policy)
+        if plan.in_reply_to:
+            body["In-Reply-To"] = plan.in_reply_to
+            body["References"] = plan.references
+        body.set_content(plan.text_body or "", cte=_cte(plan.text_body))
+        if plan.html_body:
+            body.add_alternative(plan.html_body, subtype="html", cte=_cte(plan.html_body))
+        for filename, content_type, data in plan.attachments:
+            maintype, _, subtype = content_type.partition("/")
+            if maintype in ("", "message", "multipart") or not subtype:
+                maintype, subtype = "application", "octet-stream"
+            body.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
+        if plan.forward_raw is not None:
+            original = BytesParser(policy=email_policy.compat32).parsebytes(plan.forward_raw)
+            body.add_attachment(original, subtype="rfc822", disposition="attachment")
+        # Serialized once, multipart boundaries included; the messages of the
+        # run differ only in the header fields put before these.
+        rest = body.as_bytes()
+        self._parts[utf8] = (lead, middle, rest)
+        return self._parts[utf8]
+
+
+def _fold(msg_policy: email_policy.EmailPolicy, name: str, value: object) -> bytes:
+    """One header field as ``EmailMessage.as_bytes`` writes it (encoded, folded)."""
+    return msg_policy.fold_binary(*msg_policy.header_store_parse(name, value))
+
+
+def _fold_to(msg_policy: email_policy.EmailPolicy, to: list[tuple[str, str]]) -> bytes:
+    addresses = _header_addresses(to)
+    text = ", ".join(str(address) for address in addresses)  # quoted where needed
+    if text.isascii():
+        return _fold_plain(msg_policy, "To", text)
+    return _fold(msg_policy, "To", addresses)
+
+
+def _fold_plain(msg_policy: email_policy.EmailPolicy, name: str, value: str) -> bytes:
+    """A field built by ``email`` itself (``str(Address)``, ``make_msgid``).
+
+    An ASCII value that fits on a line needs no encoding: the policy writes it
+    as it is (its rule for string values) and refolds a long one through the
+    header registry; only a non-ASCII value is parsed and encoded. Parsing
+    every per-message header back was most of the build time.
+    """
+    if value.isascii():
+        return msg_policy.fold_binary(name, value)
+    return _fold(msg_policy, name, value)
