@@ -38,6 +38,7 @@ test: services deps lint
 	$(BIN)/pytest
 
 bench: services deps
+	bash scripts/bench-deps.sh
 	$(BIN)/python -m bench
 
 clean:

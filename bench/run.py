@@ -19,6 +19,11 @@ then measures, for each mailbox size N and in the same run:
 Then Send Mail (1,000 messages in one run) against smtplib alone and Django's
 ``send_mail()`` once per message, and a single 50 MB message read.
 
+Then the web pages under gunicorn with 20 concurrent ``wrk`` clients and 500
+saved sessions (:mod:`bench.web`; ``--no-web`` skips them), and the latency of
+a connection test from enqueue to readable result with a warm worker on Redis
+(:mod:`bench.latency`; ``--no-latency`` skips it).
+
 Prints one table; ``--json`` writes the raw figures too.
 """
 
@@ -518,6 +523,44 @@ def _guarded(what: str, measure) -> list[Row]:
         return [Row(what, "–", note=f"failed: {type(exc).__name__}: {str(exc)[:120]}")]
 
 
+def measure_web_rows(workdir: Path, args) -> list[Row]:
+    from bench.web import measure_web
+
+    rows = []
+    for what, out in measure_web(
+        workdir / "web", sessions=args.web_sessions, duration=args.web_seconds
+    ):
+        note = (
+            f"requests, requests/s; p50 {out.p50_ms:.1f} ms, p90 {out.p90_ms:.1f} ms, "
+            f"p99 {out.p99_ms:.1f} ms; 20 connections"
+        )
+        if out.errors:
+            note += f"; {out.errors}"
+        rows.append(Row(what, args.web_sessions, out.seconds, out.requests, note))
+    return rows
+
+
+def measure_latency_rows(server, args) -> list[Row]:
+    from bench.latency import measure_latency
+
+    out = measure_latency(server, samples=args.latency_samples)
+    note = (
+        f"p50 {out.percentile(50):.0f} ms, p90 {out.percentile(90):.0f} ms, "
+        f"max {max(out.samples_ms):.0f} ms; in the worker p50 "
+        f"{out.percentile(50, out.in_worker_ms):.0f} ms"
+    )
+    if out.failed:
+        note += f"; {len(out.failed)} not passed: {out.failed[0]}"
+    return [
+        Row(
+            "task latency: Test connection enqueued -> result readable",
+            len(out.samples_ms),
+            note=note,
+            extra={"samples_ms": out.samples_ms},
+        )
+    ]
+
+
 def format_table(rows: list[Row]) -> str:
     lines = [
         "| measurement | N | messages | seconds | messages/s | notes |",
@@ -541,6 +584,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--no-peer", action="store_true", help="skip django-mailbox")
     parser.add_argument("--no-pop3", action="store_true", help="skip the POP3 rows")
+    parser.add_argument("--no-web", action="store_true", help="skip the web (wrk) rows")
+    parser.add_argument("--web-sessions", type=int, default=500, help="saved sessions listed")
+    parser.add_argument("--web-seconds", type=int, default=10, help="wrk duration per page")
+    parser.add_argument("--no-latency", action="store_true", help="skip the task-latency row")
+    parser.add_argument("--latency-samples", type=int, default=30, help="connection tests timed")
     parser.add_argument("--database-url", default="", help="default: a throwaway SQLite file")
     parser.add_argument("--profile", default="", help="write pyinstrument reports to PATH.N.txt")
     parser.add_argument("--json", default="", help="also write the rows as JSON to this file")
@@ -572,6 +620,10 @@ def main(argv: list[str] | None = None) -> int:
             rows += _guarded("send", lambda: measure_send(workdir, args.send))
         if args.big_mb:
             rows += _guarded("big message", lambda: [measure_big(server, workdir, args)])
+        if not args.no_web:
+            rows += _guarded("web", lambda: measure_web_rows(workdir, args))
+        if not args.no_latency and args.latency_samples:
+            rows += _guarded("latency", lambda: measure_latency_rows(server, args))
     finally:
         server.stop()
         shutil.rmtree(workdir, ignore_errors=True)

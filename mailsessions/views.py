@@ -34,8 +34,34 @@ def _own_session(request, pk: int) -> MailSession:
 
 @login_required
 def session_list(request):
-    sessions = MailSession.objects.owned_by(request.user).order_by("name", "id")
-    return render(request, "mailsessions/session_list.html", {"sessions": sessions})
+    # Only the listed columns: not the encrypted passwords or the stored test stages.
+    sessions = MailSession.objects.owned_by(request.user).order_by("name", "id").only(*LIST_FIELDS)
+    # One reverse() for the page instead of one per row.
+    detail_prefix = reverse("mailsessions:session-detail", args=[0])[: -len("0/")]
+    return render(
+        request,
+        "mailsessions/session_list.html",
+        {"sessions": sessions, "detail_prefix": detail_prefix},
+    )
+
+
+LIST_FIELDS = (
+    "name",
+    "mode",
+    "in_protocol",
+    "in_host",
+    "in_port",
+    "ews_endpoint",
+    "in_verify_certificate",
+    "out_via_ews",
+    "out_host",
+    "out_port",
+    "out_verify_certificate",
+    "last_test_at",
+    "last_test_outcome",
+    "last_test_summary",
+    "updated",
+)
 
 
 @login_required

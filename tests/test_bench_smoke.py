@@ -7,6 +7,7 @@ table has every row. Never an absolute time, never a ratio: CI machines vary.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.servers.dovecot import dovecot_binary
+from tests.servers.worker import redis_available
 
 ROOT = Path(__file__).resolve().parent.parent
 ROWS_PER_N = (
@@ -33,13 +35,23 @@ ROWS_ONCE = (
     "one 2 MB message, Read Mail IMAPS",
     "peak RSS, largest N / smallest N",
 )
+WEB_ROWS = (
+    "web: session list (GET /sessions/)",
+    "web: wizard first page (GET /sessions/new/)",
+    "web: floor, no session (GET /healthz)",
+)
+LATENCY_ROW = "task latency: Test connection enqueued -> result readable"
 
 
 @pytest.mark.skipif(dovecot_binary() is None, reason="dovecot is not installed")
 @pytest.mark.timeout(120)
 def test_bench_prints_every_row():
+    # The web rows need wrk (scripts/bench-deps.sh, make bench) and the latency row Redis.
+    web, latency = shutil.which("wrk") is not None, redis_available()
     result = subprocess.run(
-        [sys.executable, "-m", "bench", "--sizes", "20,40", "--send", "20", "--big-mb", "2"],
+        [sys.executable, "-m", "bench", "--sizes", "20,40", "--send", "20", "--big-mb", "2"]
+        + (["--web-sessions", "20", "--web-seconds", "2"] if web else ["--no-web"])
+        + (["--latency-samples", "3"] if latency else ["--no-latency"]),
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -56,8 +68,12 @@ def test_bench_prints_every_row():
                 if line.split("|")[1].strip() == row and line.split("|")[2].strip() == str(n)
             ]
             assert len(cells) == 1, f"no row {row!r} for N={n} in:\n{result.stdout}"
-    for row in ROWS_ONCE:
+    for row in ROWS_ONCE + (WEB_ROWS if web else ()) + ((LATENCY_ROW,) if latency else ()):
         assert row in labels, f"no row {row!r} in:\n{result.stdout}"
+    for line in table:
+        if line.startswith(("| web:", "| task latency")):
+            assert "p50" in line and "failed" not in line, line
+            assert "not passed" not in line and "Non-2xx" not in line, line
     # Every message of each mailbox was stored by our reader, and only the new ones re-read.
     ours = [line for line in table if "Read Mail IMAPS (ours" in line]
     assert [line.split("|")[3].strip() for line in ours] == ["20", "40"]
