@@ -119,7 +119,6 @@ def operation_set(*, run: Run) -> Run:
     could be changed; ``error`` then says why.
     """
     operation = run.operation
-    session = operation.session
     started = timezone.now()
     clock = time.monotonic()
     Run.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING, started=started)
@@ -130,11 +129,8 @@ def operation_set(*, run: Run) -> Run:
     try:
         if operation.kind != OperationKind.SET:
             raise BackendError(f"“{operation.name}” is not a Set Mail operation.")
-        if not session.reads or not session.in_protocol:
-            raise BackendError(
-                f"“{session.name}” is a send-only session ({session.get_mode_display()}): "
-                "it cannot change mail."
-            )
+        if refusal := operation.mode_refusal():
+            raise BackendError(refusal)
         _set(operation, tally)
     except BackendError as exc:
         error = exc.message

@@ -653,6 +653,22 @@ class Operation(models.Model):
     def __repr__(self) -> str:
         return f"<Operation {self.pk} {self.name!r} {self.kind}>"
 
+    def mode_refusal(self) -> str:
+        """Why the session's mode forbids this operation, or "" when it allows it.
+
+        One sentence naming the mode, used by the model, the forms and the
+        services that run operations.
+        """
+        session = self.session
+        mode = f"({session.get_mode_display()})"
+        if self.kind == OperationKind.SEND:
+            if not session.sends:
+                return f"“{session.name}” is a read-only session {mode}: it cannot send mail."
+        elif not session.reads or not session.in_protocol:
+            verb = "read" if self.kind == OperationKind.READ else "change"
+            return f"“{session.name}” is a send-only session {mode}: it cannot {verb} mail."
+        return ""
+
     def clean(self) -> None:
         errors: dict[str, list[str]] = {}
 
@@ -660,19 +676,8 @@ class Operation(models.Model):
             errors.setdefault(field, []).append(message)
 
         session = self.session if self.session_id else None
-        if session is not None and self.kind in (OperationKind.READ, OperationKind.SET):
-            if not session.reads:
-                add(
-                    "kind",
-                    f"“{session.name}” is a send-only session ({session.get_mode_display()}): "
-                    "it cannot read mail.",
-                )
-        if session is not None and self.kind == OperationKind.SEND and not session.sends:
-            add(
-                "kind",
-                f"“{session.name}” is a read-only session ({session.get_mode_display()}): "
-                "it cannot send mail.",
-            )
+        if session is not None and (refusal := self.mode_refusal()):
+            add("kind", refusal)
         if self.kind == OperationKind.READ:
             protocol = session.in_protocol if session is not None else ""
             allowed = AFTER_READ_BY_PROTOCOL.get(protocol)

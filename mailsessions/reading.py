@@ -117,7 +117,6 @@ def operation_read(*, run: Run) -> Run:
     done; ``error`` then says why in words a person can act on.
     """
     operation = run.operation
-    session = operation.session
     started = timezone.now()
     clock = time.monotonic()
     Run.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING, started=started)
@@ -128,11 +127,8 @@ def operation_read(*, run: Run) -> Run:
     try:
         if operation.kind != OperationKind.READ:
             raise BackendError(f"“{operation.name}” is not a Read Mail operation.")
-        if not session.reads or not session.in_protocol:
-            raise BackendError(
-                f"“{session.name}” is a send-only session ({session.get_mode_display()}): "
-                "it cannot read mail."
-            )
+        if refusal := operation.mode_refusal():
+            raise BackendError(refusal)
         _read(operation, run, tally)
     except BackendError as exc:
         error = exc.message

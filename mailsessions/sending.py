@@ -121,7 +121,6 @@ def operation_send(*, run: Run) -> Run:
     others were sent, ``failed`` when nothing was sent; ``error`` says why.
     """
     operation = run.operation
-    session = operation.session
     started = timezone.now()
     clock = time.monotonic()
     Run.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING, started=started)
@@ -130,11 +129,8 @@ def operation_send(*, run: Run) -> Run:
     try:
         if operation.kind != OperationKind.SEND:
             raise InvalidMessage(f"“{operation.name}” is not a Send Mail operation.")
-        if not session.sends:
-            raise InvalidMessage(
-                f"“{session.name}” is a read-only session ({session.get_mode_display()}): "
-                "it cannot send mail."
-            )
+        if refusal := operation.mode_refusal():
+            raise InvalidMessage(refusal)
         plan = _plan(operation)
         _send(operation, plan, tally)
     except BackendError as exc:
