@@ -153,7 +153,7 @@ _DOVECOT_CONFIG = """\
 # Written by mailsessions.demo on every start: edits here are overwritten.
 base_dir = {d}/run
 state_dir = {d}/state
-instance_name = mailsessions-demo-{imap_port}
+instance_name = {instance}-{imap_port}
 log_path = {d}/dovecot.log
 protocols = imap pop3
 listen = {host}
@@ -186,11 +186,7 @@ namespace inbox {{
     special_use = \\Sent
     auto = subscribe
   }}
-  mailbox Archive {{
-    special_use = \\Archive
-    auto = subscribe
-  }}
-}}
+{extra_mailboxes}}}
 service imap-login {{
   chroot =
   inet_listener imap {{
@@ -219,6 +215,52 @@ service anvil {{
   }}
 }}
 """
+
+
+def dovecot_config(
+    *,
+    directory: Path,
+    host: str,
+    cert: Path,
+    key: Path,
+    imap_port: int,
+    imaps_port: int,
+    pop3_port: int,
+    pop3s_port: int,
+    uid: int,
+    gid: int,
+    login_user: str = "dovenull",
+    internal_user: str = "dovecot",
+    internal_group: str = "dovecot",
+    instance: str = "mailsessions-demo",
+    special_folders: tuple[str, ...] = ("Archive",),
+) -> str:
+    """A Dovecot config for IMAP and POP3 on loopback, implicit TLS and STARTTLS,
+    users from a passwd-file, Maildir storage. Shared by the demo and the tests.
+
+    Sent always exists; ``special_folders`` are created too (e.g. Archive).
+    """
+    extra = "".join(
+        f"  mailbox {name} {{\n    special_use = \\{name}\n    auto = subscribe\n  }}\n"
+        for name in special_folders
+    )
+    return _DOVECOT_CONFIG.format(
+        d=directory,
+        host=host,
+        cert=cert,
+        key=key,
+        login_user=login_user,
+        internal_user=internal_user,
+        internal_group=internal_group,
+        uid=uid,
+        gid=gid,
+        imap_port=imap_port,
+        imaps_port=imaps_port,
+        pop3_port=pop3_port,
+        pop3s_port=pop3s_port,
+        instance=instance,
+        extra_mailboxes=extra,
+    )
 
 
 def dovecot_binary() -> str | None:
@@ -388,8 +430,8 @@ class DemoMailServer:
             users.chmod(0o640)
         users.write_text(f"{DEMO_USER}:{{PLAIN}}{self.password}\n")
         self.config_path.write_text(
-            _DOVECOT_CONFIG.format(
-                d=d,
+            dovecot_config(
+                directory=d,
                 host=self.host,
                 cert=self.cert_path,
                 key=self.key_path,

@@ -34,6 +34,7 @@ from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
 
 from mailsessions.backends.base import Security, ServerConfig
+from mailsessions.demo import dovecot_config
 from tests.servers.certs import make_self_signed
 
 HOST = "127.0.0.1"
@@ -61,73 +62,6 @@ class StoredMessage:
     uid: int
     flags: frozenset[str]  # IMAP spelling: "\\Seen", "\\Flagged", ...
     raw: bytes
-
-
-CONFIG = """\
-base_dir = {d}/run
-state_dir = {d}/state
-instance_name = dovecot-test-{imap_port}
-log_path = {d}/dovecot.log
-protocols = imap pop3
-listen = {host}
-default_login_user = dovenull
-default_internal_user = dovecot
-default_internal_group = dovecot
-first_valid_uid = 1
-ssl = yes
-ssl_cert = <{cert}
-ssl_key = <{key}
-disable_plaintext_auth = no
-auth_mechanisms = plain login
-auth_failure_delay = 0
-mail_location = maildir:{d}/mail/%u/Maildir
-mail_uid = {uid}
-mail_gid = {uid}
-pop3_uidl_format = %08Xu%08Xv
-passdb {{
-  driver = passwd-file
-  args = scheme=PLAIN username_format=%u {d}/users
-}}
-userdb {{
-  driver = static
-  args = uid={uid} gid={uid} home={d}/mail/%u
-}}
-namespace inbox {{
-  inbox = yes
-  separator = /
-  mailbox Sent {{
-    special_use = \\Sent
-    auto = subscribe
-  }}
-}}
-service imap-login {{
-  chroot =
-  inet_listener imap {{
-    port = {imap_port}
-  }}
-  inet_listener imaps {{
-    port = {imaps_port}
-    ssl = yes
-  }}
-}}
-service pop3-login {{
-  chroot =
-  inet_listener pop3 {{
-    port = {pop3_port}
-  }}
-  inet_listener pop3s {{
-    port = {pop3s_port}
-    ssl = yes
-  }}
-}}
-# Without this, a failed login from 127.0.0.1 delays later logins by seconds.
-service anvil {{
-  chroot =
-  unix_listener anvil-auth-penalty {{
-    mode = 0
-  }}
-}}
-"""
 
 
 class DovecotServer:
@@ -165,16 +99,19 @@ class DovecotServer:
         for name, password in PERSONAS.items():
             self.add_user(name, password)
         self.config_path.write_text(
-            CONFIG.format(
-                d=d,
+            dovecot_config(
+                directory=d,
                 host=HOST,
                 cert=self.cert_path,
                 key=self.key_path,
                 uid=MAIL_UID,
+                gid=MAIL_UID,
                 imap_port=self.imap_port,
                 imaps_port=self.imaps_port,
                 pop3_port=self.pop3_port,
                 pop3s_port=self.pop3s_port,
+                instance="dovecot-test",
+                special_folders=(),
             )
         )
         self.process = subprocess.Popen(
