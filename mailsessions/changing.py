@@ -91,6 +91,7 @@ class _Tally:
     changed: int = 0
     failed: int = 0
     notes: list[str] = field(default_factory=list)
+    touched: list[int] = field(default_factory=list)  # stored copies of changed messages
 
     def counts(self) -> dict[str, int]:
         return {
@@ -156,6 +157,8 @@ def _finish(run: Run, tally: _Tally, started: dt.datetime, clock: float, error: 
     else:
         status = RunStatus.SUCCEEDED
     text = "\n".join([error, *tally.notes]).strip()
+    if tally.touched:
+        run.touched.add(*tally.touched)
     Run.objects.filter(pk=run.pk).update(
         status=status,
         finished=timezone.now(),
@@ -315,6 +318,7 @@ def _sync_stored(
     rows = StoredMessage.objects.filter(
         session=operation.session, folder=folder, uidvalidity=uidvalidity, server_id__in=ids
     )
+    tally.touched.extend(rows.values_list("pk", flat=True))
     if action in FLAG_CHANGES:
         add, remove = FLAG_CHANGES[action]
         changed = []

@@ -773,6 +773,11 @@ class Run(models.Model):
     changed = models.PositiveIntegerField(default=0)
     failed = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
+    # Stored messages this run changed (Set Mail) or replied to / forwarded
+    # (Send Mail); the messages a Read Mail run stored are ``messages``.
+    touched = models.ManyToManyField(
+        "StoredMessage", blank=True, related_name="touched_by_runs", editable=False
+    )
 
     class Meta:
         ordering = ["-queued", "-id"]

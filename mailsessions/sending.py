@@ -157,6 +157,9 @@ def _finish(run: Run, tally: _Tally, clock: float) -> Run:
         status = RunStatus.SUCCEEDED
     else:
         status = RunStatus.FAILED
+    reference = run.operation.reference_message_id
+    if tally.sent and reference is not None and run.operation.reference_mode != ReferenceMode.NONE:
+        run.touched.add(reference)
     Run.objects.filter(pk=run.pk).update(
         status=status,
         finished=timezone.now(),

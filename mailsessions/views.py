@@ -284,6 +284,7 @@ def run_detail(request, pk: int):
     if request.headers.get("Accept") == "application/json":
         return JsonResponse(_run_json(run))
     stored = run.messages.order_by("date", "id")[:500]
+    touched = run.touched.order_by("date", "id")[:500]
     return render(
         request,
         "mailsessions/run_detail.html",
@@ -292,6 +293,7 @@ def run_detail(request, pk: int):
             "operation": run.operation,
             "session": run.operation.session,
             "stored": stored,
+            "touched": touched,
         },
     )
 
