@@ -73,9 +73,9 @@ def read_operation(spec: dict):
 
 
 def timed_read(operation) -> tuple[float, object]:
-    from mailsessions import reading
+    from mailsessions import reading, runs
 
-    run = reading.run_start(operation=operation)
+    run = runs.run_start(operation=operation)
     started = time.perf_counter()
     run = reading.operation_read(run=run)
     return time.perf_counter() - started, run

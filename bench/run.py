@@ -284,7 +284,7 @@ def build_message(to: str, body: str) -> bytes:
 def send_ours(port: int, recipients: list[str], body: str) -> Row:
     from django.contrib.auth import get_user_model
 
-    from mailsessions import sending
+    from mailsessions import runs, sending
     from mailsessions.models import Mode, Operation, OperationKind
     from tests.factories import make_session
 
@@ -311,7 +311,7 @@ def send_ours(port: int, recipients: list[str], body: str) -> Row:
         send_text_body=body,
         send_individually=True,
     )
-    run = sending.run_start(operation=operation)
+    run = runs.run_start(operation=operation)
     started = time.perf_counter()
     run = sending.operation_send(run=run)
     seconds = time.perf_counter() - started

@@ -1,6 +1,6 @@
 """Set Mail: change messages on the server (flags, move, copy, delete).
 
-The task layer calls :func:`mailsessions.reading.run_start` and later
+The task layer calls :func:`mailsessions.runs.run_start` and later
 :func:`operation_set` (in the worker). Like ``operation_read``, it records
 every outcome on the :class:`~mailsessions.models.Run`, never raises a
 :class:`~mailsessions.backends.base.BackendError` and returns the reloaded
@@ -33,7 +33,6 @@ Stored copies (``StoredMessage``):
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -63,6 +62,7 @@ from mailsessions.models import (
     StoredMessage,
 )
 from mailsessions.reading import local_criteria, matches_locally, search_criteria
+from mailsessions.runs import run_recorded
 
 # What each action needs from the backend (IncomingBackend.features).
 ACTION_FEATURE: dict[str, str] = {
@@ -119,37 +119,22 @@ def operation_set(*, run: Run) -> Run:
     when some messages changed and something failed, ``failed`` when nothing
     could be changed; ``error`` then says why.
     """
-    operation = run.operation
-    started = timezone.now()
-    clock = time.monotonic()
-    Run.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING, started=started)
-
     tally = _Tally()
-    error = ""
-    retryable = False
-    try:
-        if operation.kind != OperationKind.SET:
-            raise BackendError(f"“{operation.name}” is not a Set Mail operation.")
-        if refusal := operation.mode_refusal():
-            raise BackendError(refusal)
-        _set(operation, tally)
-    except BackendError as exc:
-        error = exc.message
-        retryable = exc.retryable
-    except Exception as exc:
-        # A bug or a database failure: record it, then let the task see it.
-        _finish(run, tally, started, clock, f"internal error ({type(exc).__name__})")
-        raise
-
-    run = _finish(run, tally, started, clock, error)
-    run.retryable = retryable and run.status == RunStatus.FAILED
+    clock = time.monotonic()
+    run, retryable = run_recorded(
+        run=run,
+        kind=OperationKind.SET,
+        body=lambda: _set(run.operation, tally),
+        finish=lambda error: _finish(run, tally, clock, error),
+    )
+    run.retryable = bool(retryable) and run.status == RunStatus.FAILED
     return run
 
 
 # --- the flow ---------------------------------------------------------------------
 
 
-def _finish(run: Run, tally: _Tally, started: dt.datetime, clock: float, error: str) -> Run:
+def _finish(run: Run, tally: _Tally, clock: float, error: str) -> Run:
     if not error and tally.failed:
         error = f"{tally.failed} selected message(s) could not be changed."
     if error:

@@ -1,6 +1,6 @@
 """Read Mail: fetch messages from a session's mailbox and store them.
 
-The task layer calls :func:`run_start` (when the user or the schedule asks)
+The task layer calls :func:`mailsessions.runs.run_start` (when the user or the schedule asks)
 and later :func:`operation_read` (in the worker). ``operation_read`` records
 every outcome on the :class:`~mailsessions.models.Run` and never raises a
 :class:`~mailsessions.backends.base.BackendError`; whether retrying could help
@@ -21,7 +21,6 @@ the next run skips it as a duplicate instead of losing it.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -39,7 +38,6 @@ from django.utils import timezone
 from mailsessions import mime, policy
 from mailsessions.backends import get_backend_class
 from mailsessions.backends.base import (
-    BackendError,
     FetchedMessage,
     Flag,
     IncomingBackend,
@@ -52,10 +50,10 @@ from mailsessions.models import (
     OperationKind,
     Run,
     RunStatus,
-    RunTrigger,
     StoredAttachment,
     StoredMessage,
 )
+from mailsessions.runs import run_recorded
 
 logger = logging.getLogger(__name__)
 
@@ -98,11 +96,6 @@ class _Tally:
 # --- public API -------------------------------------------------------------------
 
 
-def run_start(*, operation: Operation, trigger: str = RunTrigger.MANUAL) -> Run:
-    """Record that ``operation`` should run; the task then calls the service."""
-    return Run.objects.create(operation=operation, trigger=trigger, status=RunStatus.QUEUED)
-
-
 def operation_read(*, run: Run) -> Run:
     """Execute the Read Mail operation of ``run`` and record the outcome on it.
 
@@ -116,38 +109,23 @@ def operation_read(*, run: Run) -> Run:
     server failed after some were stored, ``failed`` when nothing could be
     done; ``error`` then says why in words a person can act on.
     """
-    operation = run.operation
-    started = timezone.now()
-    clock = time.monotonic()
-    Run.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING, started=started)
-
     tally = _Tally()
-    error = ""
-    retryable = False
-    try:
-        if operation.kind != OperationKind.READ:
-            raise BackendError(f"“{operation.name}” is not a Read Mail operation.")
-        if refusal := operation.mode_refusal():
-            raise BackendError(refusal)
-        _read(operation, run, tally)
-    except BackendError as exc:
-        error = exc.message
-        retryable = exc.retryable
-    except Exception as exc:
-        # A bug or a database failure: record it, then let the task see it.
-        _finish(run, tally, started, clock, f"internal error ({type(exc).__name__})")
-        raise
-
-    run = _finish(run, tally, started, clock, error)
+    clock = time.monotonic()
+    run, retryable = run_recorded(
+        run=run,
+        kind=OperationKind.READ,
+        body=lambda: _read(run.operation, run, tally),
+        finish=lambda error: _finish(run, tally, clock, error),
+    )
     # Retrying is safe after a partial read too: stored messages are skipped.
-    run.retryable = retryable and tally.failed == 0
+    run.retryable = bool(retryable) and tally.failed == 0
     return run
 
 
 # --- the flow ---------------------------------------------------------------------
 
 
-def _finish(run: Run, tally: _Tally, started: dt.datetime, clock: float, error: str) -> Run:
+def _finish(run: Run, tally: _Tally, clock: float, error: str) -> Run:
     if error:
         status = RunStatus.PARTLY_FAILED if tally.stored else RunStatus.FAILED
     elif tally.failed:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.db import IntegrityError, transaction
@@ -48,6 +49,45 @@ class MailboxBusy(Exception):
     """Another run works this session's mailbox; try again shortly."""
 
 
+def run_start(*, operation: Operation, trigger: str = RunTrigger.MANUAL) -> Run:
+    """Record that ``operation`` should run; a task or command then executes it."""
+    return Run.objects.create(operation=operation, trigger=trigger, status=RunStatus.QUEUED)
+
+
+def run_recorded(
+    *, run: Run, kind: str, body: Callable[[], None], finish: Callable[[str], Run]
+) -> tuple[Run, bool | None]:
+    """The lifecycle every operation service shares.
+
+    Marks the run running, refuses a run of another kind or one the session's
+    mode forbids, calls ``body``, and hands the outcome to ``finish(error)``,
+    which records it on the run and returns it reloaded. A BackendError
+    becomes the run's error; anything else (a bug, the database) is recorded
+    as an internal error and raised again for the task to see. Returns the
+    finished run and whether the BackendError that ended it said a retry could
+    help (None when no BackendError ended it).
+    """
+    from mailsessions.backends.base import BackendError
+
+    Run.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING, started=timezone.now())
+    operation = run.operation
+    error, retryable = "", None
+    try:
+        if operation.kind != kind:
+            raise BackendError(
+                f"“{operation.name}” is not a {OperationKind(kind).label} operation."
+            )
+        if refusal := operation.mode_refusal():
+            raise BackendError(refusal)
+        body()
+    except BackendError as exc:
+        error, retryable = exc.message, exc.retryable
+    except Exception as exc:
+        finish(f"internal error ({type(exc).__name__})")
+        raise
+    return finish(error), retryable
+
+
 def runner_for(kind: str):
     return import_string(RUNNERS[kind])
 
@@ -56,7 +96,7 @@ def operation_run_now(*, operation: Operation, trigger: str = RunTrigger.MANUAL)
     """Queue a run of ``operation`` for a worker; returns the queued Run."""
     from mailsessions import tasks
 
-    run = Run.objects.create(operation=operation, trigger=trigger, status=RunStatus.QUEUED)
+    run = run_start(operation=operation, trigger=trigger)
     run_id = run.pk
     transaction.on_commit(lambda: tasks.execute_run.delay(run_id))
     return run

@@ -1,7 +1,7 @@
 """Send Mail: build the messages of a Send operation and submit them over SMTP.
 
-The task layer calls :func:`run_start` (re-exported from
-:mod:`mailsessions.reading`) and later :func:`operation_send` in the worker.
+The task layer calls :func:`mailsessions.runs.run_start` and later
+:func:`operation_send` in the worker.
 ``operation_send`` records every outcome on the :class:`~mailsessions.models.Run`
 and never raises a :class:`~mailsessions.backends.base.BackendError`; whether
 retrying could help is returned as ``run.retryable`` (a plain attribute).
@@ -52,10 +52,10 @@ from mailsessions.models import (
     RunStatus,
     StoredMessage,
 )
-from mailsessions.reading import run_start
+from mailsessions.runs import run_recorded
 from mailsessions.validators import parse_address_list
 
-__all__ = ["operation_send", "run_start"]
+__all__ = ["operation_send"]
 
 _HEADER_BAD = re.compile(r"[\r\n\x00]")
 _REPLY_PREFIX = re.compile(r"^\s*(re|aw|sv)\s*:", re.IGNORECASE)
@@ -120,30 +120,24 @@ def operation_send(*, run: Run) -> Run:
     ``partly_failed`` when some messages or recipients were refused while
     others were sent, ``failed`` when nothing was sent; ``error`` says why.
     """
-    operation = run.operation
-    started = timezone.now()
-    clock = time.monotonic()
-    Run.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING, started=started)
-
     tally = _Tally()
-    try:
-        if operation.kind != OperationKind.SEND:
-            raise InvalidMessage(f"“{operation.name}” is not a Send Mail operation.")
-        if refusal := operation.mode_refusal():
-            raise InvalidMessage(refusal)
-        plan = _plan(operation)
-        _send(operation, plan, tally)
-    except BackendError as exc:
-        tally.errors.insert(0, exc.message)
-        tally.retryable = exc.retryable
-    except Exception as exc:
-        # A bug or a storage/database failure: record it, then let the task see it.
-        tally.errors.insert(0, f"internal error ({type(exc).__name__})")
-        _finish(run, tally, clock)
-        raise
+    clock = time.monotonic()
 
-    run = _finish(run, tally, clock)
-    run.retryable = tally.retryable and run.status == RunStatus.FAILED and run.sent == 0
+    def finish(error: str) -> Run:
+        if error:
+            tally.errors.insert(0, error)
+        return _finish(run, tally, clock)
+
+    run, retryable = run_recorded(
+        run=run,
+        kind=OperationKind.SEND,
+        body=lambda: _send(run.operation, _plan(run.operation), tally),
+        finish=finish,
+    )
+    # A run-ending error decides; otherwise the per-message failures did.
+    if retryable is None:
+        retryable = tally.retryable
+    run.retryable = retryable and run.status == RunStatus.FAILED and run.sent == 0
     return run
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ValidationError
 
-from mailsessions import changing, reading
+from mailsessions import changing, reading, runs
 from mailsessions.models import (
     Mode,
     Operation,
@@ -65,7 +65,7 @@ def set_operation(session, action, **params) -> Operation:
 
 
 def run_set(operation) -> Run:
-    return changing.operation_set(run=reading.run_start(operation=operation))
+    return changing.operation_set(run=runs.run_start(operation=operation))
 
 
 def subject_of(raw: bytes) -> str:
@@ -265,7 +265,7 @@ def read_first(session, **filters) -> Run:
     operation = Operation(session=session, name="Read", kind=OperationKind.READ, **filters)
     operation.full_clean()
     operation.save()
-    run = reading.operation_read(run=reading.run_start(operation=operation))
+    run = reading.operation_read(run=runs.run_start(operation=operation))
     assert run.status == RunStatus.SUCCEEDED, run.error
     return run
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from django.core.exceptions import ValidationError
 
-from mailsessions import sending
+from mailsessions import runs, sending
 from mailsessions.diagnostics import diagnose_outgoing
 from mailsessions.models import Mode, Operation, OperationKind, RunStatus
 from mailsessions.policy import TargetPolicy
@@ -52,7 +52,7 @@ def test_send_mail_goes_through_exchange(alice, ews_mailbox):
     )
     operation.full_clean()
     operation.save()
-    run = sending.operation_send(run=sending.run_start(operation=operation))
+    run = sending.operation_send(run=runs.run_start(operation=operation))
     assert run.status == RunStatus.SUCCEEDED, run.error
     assert run.sent == 1
     [sent] = ews_mailbox.sent

@@ -440,13 +440,13 @@ def test_send_operation_takes_an_uploaded_attachment_within_the_cap(
 def test_a_set_mail_run_links_the_stored_messages_it_changed(
     alice_client, alice, alice_mailbox, media
 ):
-    from mailsessions import changing, reading
+    from mailsessions import changing, reading, runs
 
     for i in range(3):
         alice_mailbox.append("alice", "INBOX", make_message(f"Invoice {i}"))
     session = alice_session(alice, alice_mailbox)
     read = read_operation(session)
-    reading.operation_read(run=reading.run_start(operation=read))
+    reading.operation_read(run=runs.run_start(operation=read))
     flag = Operation(
         session=session,
         name="Flag invoices",
@@ -456,7 +456,7 @@ def test_a_set_mail_run_links_the_stored_messages_it_changed(
     )
     flag.full_clean()
     flag.save()
-    run = changing.operation_set(run=reading.run_start(operation=flag))
+    run = changing.operation_set(run=runs.run_start(operation=flag))
     assert run.status == RunStatus.SUCCEEDED and run.changed == 1
     assert [m.subject for m in run.touched.all()] == ["Invoice 1"]
     page = alice_client.get(reverse("mailsessions:run-detail", args=[run.pk])).content.decode()

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ValidationError
 
-from mailsessions import reading
+from mailsessions import reading, runs
 from mailsessions.backends.base import FetchedMessage
 from mailsessions.mime import parse_message
 from mailsessions.models import (
@@ -42,7 +42,7 @@ def media_root(settings, tmp_path) -> Path:
 
 
 def run_read(operation) -> Run:
-    return reading.operation_read(run=reading.run_start(operation=operation, trigger="manual"))
+    return reading.operation_read(run=runs.run_start(operation=operation, trigger="manual"))
 
 
 def subjects(run: Run) -> set[str]:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from django.core.files.base import ContentFile
 
-from mailsessions import sending
+from mailsessions import runs, sending
 from mailsessions.models import (
     Mode,
     Operation,
@@ -78,7 +78,7 @@ def send_operation(session, *, clean=True, **params) -> Operation:
 
 
 def run_send(operation) -> Run:
-    return sending.operation_send(run=sending.run_start(operation=operation, trigger="manual"))
+    return sending.operation_send(run=runs.run_start(operation=operation, trigger="manual"))
 
 
 def parse(raw: bytes) -> EmailMessage:

@@ -19,7 +19,7 @@ class Command(BaseCommand):
             operation = Operation.objects.select_related("session").get(pk=operation_id)
         except Operation.DoesNotExist:
             raise CommandError(f"no operation with id {operation_id}") from None
-        run = Run.objects.create(operation=operation, trigger=RunTrigger.COMMAND)
+        run = runs.run_start(operation=operation, trigger=RunTrigger.COMMAND)
         try:
             run = runs.run_execute(run_id=run.pk)
         except runs.MailboxBusy as exc:
