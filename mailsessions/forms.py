@@ -253,8 +253,8 @@ def add_model_errors(form: forms.BaseForm, errors: dict[str, list[str]]) -> None
 
 # --- operations ---------------------------------------------------------------
 
-READ_FIELDS = [
-    "name",
+# Which messages Read Mail and Set Mail select (Set may use a run instead).
+SELECTION_FIELDS = [
     "folder",
     "unseen_only",
     "from_contains",
@@ -265,6 +265,10 @@ READ_FIELDS = [
     "larger_than",
     "max_count",
     "newest_first",
+]
+READ_FIELDS = [
+    "name",
+    *SELECTION_FIELDS,
     "after_read",
     "move_to",
     "save_attachments",
@@ -289,16 +293,7 @@ SET_FIELDS = [
     "target_folder",
     "create_folder",
     "source_run",
-    "folder",
-    "unseen_only",
-    "from_contains",
-    "to_contains",
-    "subject_contains",
-    "since",
-    "before",
-    "larger_than",
-    "max_count",
-    "newest_first",
+    *SELECTION_FIELDS,
 ]
 FIELDS_BY_KIND = {"read": READ_FIELDS, "send": SEND_FIELDS, "set": SET_FIELDS}
 
