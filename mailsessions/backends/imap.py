@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import re
-import socket
 import ssl
 from collections.abc import Iterable, Iterator, Sequence
 from typing import ClassVar
@@ -63,44 +62,6 @@ def _server_text(exc: BaseException) -> str:
     return _TIMING.sub("", text).strip()
 
 
-def explain_os_error(
-    exc: OSError, host: str, port: int, timeout: float, *, connecting: bool, security: Security
-) -> ConnectionFailed:
-    """A socket-level failure as a sentence (shared by the POP3 backend)."""
-    if isinstance(exc, socket.gaierror):
-        return ConnectionFailed(
-            f"the name {host} does not resolve (check the server name, or the DNS of this machine)"
-        )
-    if isinstance(exc, ConnectionRefusedError):
-        return ConnectionFailed(
-            f"connection refused by {host}:{port}: nothing listens on that port, or a "
-            "firewall rejects it"
-        )
-    if isinstance(exc, TimeoutError):
-        if connecting and security != Security.SSL:
-            return ConnectionFailed(
-                f"nothing answers on port {port} of {host} within {timeout:g} s "
-                "(if that port expects TLS from the first byte, like 993 or 995, "
-                "choose SSL)"
-            )
-        if connecting:
-            return ConnectionFailed(
-                f"nothing answers on port {port} of {host} within {timeout:g} s"
-            )
-        return ConnectionFailed(f"{host} stopped answering for {timeout:g} s")
-    if isinstance(exc, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError, EOFError)):
-        return ConnectionFailed(f"the server {host}:{port} closed the connection")
-    reason = exc.strerror or str(exc) or type(exc).__name__
-    return ConnectionFailed(f"could not talk to {host}:{port} ({reason})")
-
-
-def ssl_error(exc: ssl.SSLError, host: str, port: int, *, connecting: bool) -> BackendError:
-    """A TLS-layer error: a handshake problem, or (once talking) a dropped link."""
-    if not connecting and isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError)):
-        return ConnectionFailed(f"the server {host}:{port} closed the connection")
-    return tls.explain_ssl_error(exc, host, port)
-
-
 class IMAPBackend(IncomingBackend):
     protocol: ClassVar[str] = "imap"
     features: ClassVar[frozenset[str]] = frozenset(
@@ -124,7 +85,7 @@ class IMAPBackend(IncomingBackend):
         except BackendError:
             raise
         except ssl.SSLError as exc:  # before OSError: SSLError is one
-            raise ssl_error(exc, cfg.host, cfg.port, connecting=connecting) from exc
+            raise tls.ssl_error(exc, cfg.host, cfg.port, connecting=connecting) from exc
         except LoginError as exc:
             raise self._login_error(exc) from exc
         except IMAPClientAbortError as exc:
@@ -144,7 +105,7 @@ class IMAPBackend(IncomingBackend):
             raise self._command_error(exc, connecting=connecting, folder=folder) from exc
         except OSError as exc:
             self._forget_connection()
-            raise explain_os_error(
+            raise tls.explain_os_error(
                 exc,
                 cfg.host,
                 cfg.port,

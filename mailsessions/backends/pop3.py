@@ -43,7 +43,6 @@ from mailsessions.backends.base import (
     TemporaryFailure,
     TLSFailed,
 )
-from mailsessions.backends.imap import explain_os_error, ssl_error
 
 logger = logging.getLogger(__name__)
 
@@ -91,11 +90,11 @@ class POP3Backend(IncomingBackend):
         except BackendError:
             raise
         except ssl.SSLError as exc:  # before OSError: SSLError is one
-            raise ssl_error(exc, cfg.host, cfg.port, connecting=connecting) from exc
+            raise tls.ssl_error(exc, cfg.host, cfg.port, connecting=connecting) from exc
         except poplib.error_proto as exc:
             raise self._reply_error(exc, connecting=connecting, logging_in=logging_in) from exc
         except OSError as exc:
-            raise explain_os_error(
+            raise tls.explain_os_error(
                 exc,
                 cfg.host,
                 cfg.port,

@@ -1,11 +1,13 @@
-"""TLS helpers shared by every backend: one way to build a client context and
-one way to describe the negotiated connection."""
+"""Network and TLS helpers shared by the backends: one way to build a client
+context, to describe the negotiated connection, and to explain socket and TLS
+failures."""
 
 from __future__ import annotations
 
+import socket
 import ssl
 
-from mailsessions.backends.base import TLSFailed, TLSInfo
+from mailsessions.backends.base import BackendError, ConnectionFailed, Security, TLSFailed, TLSInfo
 
 
 def client_context(verify: bool) -> ssl.SSLContext:
@@ -85,3 +87,41 @@ def explain_ssl_error(exc: ssl.SSLError, host: str, port: int) -> TLSFailed:
             "STARTTLS (or no encryption); choose STARTTLS"
         )
     return TLSFailed(f"TLS handshake with {host}:{port} failed ({exc.reason or text})")
+
+
+def explain_os_error(
+    exc: OSError, host: str, port: int, timeout: float, *, connecting: bool, security: Security
+) -> ConnectionFailed:
+    """A socket-level failure as a sentence (IMAP and POP3)."""
+    if isinstance(exc, socket.gaierror):
+        return ConnectionFailed(
+            f"the name {host} does not resolve (check the server name, or the DNS of this machine)"
+        )
+    if isinstance(exc, ConnectionRefusedError):
+        return ConnectionFailed(
+            f"connection refused by {host}:{port}: nothing listens on that port, or a "
+            "firewall rejects it"
+        )
+    if isinstance(exc, TimeoutError):
+        if connecting and security != Security.SSL:
+            return ConnectionFailed(
+                f"nothing answers on port {port} of {host} within {timeout:g} s "
+                "(if that port expects TLS from the first byte, like 993 or 995, "
+                "choose SSL)"
+            )
+        if connecting:
+            return ConnectionFailed(
+                f"nothing answers on port {port} of {host} within {timeout:g} s"
+            )
+        return ConnectionFailed(f"{host} stopped answering for {timeout:g} s")
+    if isinstance(exc, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError, EOFError)):
+        return ConnectionFailed(f"the server {host}:{port} closed the connection")
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return ConnectionFailed(f"could not talk to {host}:{port} ({reason})")
+
+
+def ssl_error(exc: ssl.SSLError, host: str, port: int, *, connecting: bool) -> BackendError:
+    """A TLS-layer error: a handshake problem, or (once talking) a dropped link."""
+    if not connecting and isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError)):
+        return ConnectionFailed(f"the server {host}:{port} closed the connection")
+    return explain_ssl_error(exc, host, port)
